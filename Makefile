@@ -1,0 +1,13 @@
+# Two commands from a fresh clone: `make demo` (prepare -> train adamw/ema/pace ->
+# compare, on CPU or GPU) and `make test` (the whole suite, CPU-only, offline).
+PYTHON ?= python3
+VENV ?= .venv
+
+$(VENV)/installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+.PHONY: test
+test: $(VENV)/installed
+	$(VENV)/bin/python -m pytest -q

@@ -1,0 +1,445 @@
+"""PACE: AdamW that trains for the exponential moving average it returns.
+
+Au & Block (2026), "Training for the Model You Return: Improving Optimization for
+Iterate-Averaged Language Models", arXiv:2606.25086.
+
+Many training pipelines return an exponential moving average (EMA) of the weights
+rather than the last iterate. PACE takes an AdamW step and then pulls every
+coordinate of the live weights a little toward that EMA, with a per-coordinate gain
+that is large where Adam's second moment is small, so that the averaged model ends
+up better. This file depends on torch alone: copy it into your project.
+
+Update rule, for step t (t = 0 at the first step) and coordinate i:
+
+    1. theta'   = theta_t - AdamW_step(theta_t)          (moments m, v updated with
+                                                          this step's gradient, bias
+                                                          correction, decoupled decay)
+    2. decay_t  = max((1 + gamma * max(0, t - rho)) ** -kappa, 1e-4)
+                  (decay_t = beta_ema when ema_kappa is None)
+    3. lam_t,i  = lr * c * decay_t / (sqrt(v_hat_i) + eps),  clamped to <= 1
+    4. theta_t+1 = theta' + lam_t,i * (ema_t-1 - theta_t)  (pullback from the weights
+                                                            before this step)
+    5. ema_t    = (1 - decay_t) * ema_t-1 + decay_t * theta_t+1   when t % uf == 0,
+                  otherwise ema_t = ema_t-1
+
+Conventions: t counts the steps this parameter has completed, so with rho = 0,
+gamma = 1, kappa = 1 the EMA is exactly the running mean of theta_1 ... theta_t+1.
+The EMA starts as an exact copy of the weights at the first step and is kept in
+float32 (or float64 for float64 weights) whatever the parameter dtype. v_hat is Adam's
+bias-corrected second moment after this step's update, so the pullback shares
+AdamW's denominator; lr is the group's current lr, so LR schedules scale the
+pullback too.
+
+Two arguments place the three methods on one axis:
+
+    lambda_pullback  use_ema_eval  method
+    0                False         plain AdamW (no EMA is allocated)
+    0                True          EMA baseline: AdamW training, EMA returned
+    > 0              True          PACE
+
+Usage:
+
+    opt = PACE(model.parameters(), lr=1e-3, lambda_pullback=0.15, ema_kappa=0.2,
+               use_ema_eval=True)
+    for batch in loader:
+        loss = model(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    opt.eval()        # the model now holds the EMA weights: validate or save it
+    validate(model)
+    opt.train()       # the live training weights are back, bit for bit
+
+eval() and train() are idempotent and keep the mode in param_groups, so it is saved
+by state_dict() and restored by load_state_dict(); step() refuses to run in eval
+mode. Every process of a DDP job holds identical state, so no collectives are needed.
+
+Implementations (the fastest available is the default):
+    fused=True     the per-tensor update compiled by torch.compile into one kernel
+                   that reads and writes each tensor once (needs a C++ compiler on
+                   CPU, Triton on GPU; with fused=None a failed compile falls back
+                   to foreach with a warning)
+    foreach=True   torch._foreach_* over the parameters of each device and dtype
+    both False     a plain loop over tensors, the readable reference
+log_stats=True records telemetry for get_step_stats() and runs the plain loop.
+
+Citation:
+    @article{au2026pace,
+      title   = {Training for the Model You Return: Improving Optimization for
+                 Iterate-Averaged Language Models},
+      author  = {Au, Kwok Chun and Block, Adam},
+      journal = {arXiv preprint arXiv:2606.25086},
+      year    = {2026}}
+"""
+
+import math
+import warnings
+
+import torch
+from torch._utils import _flatten_dense_tensors as flatten_dense_tensors
+from torch._utils import _unflatten_dense_tensors as unflatten_dense_tensors
+from torch.optim import Optimizer
+
+__all__ = ["PACE"]
+
+MIN_EMA_DECAY = 1e-4  # floor of the decaying EMA schedule (step 2)
+
+
+def ema_decay(t, beta_ema, ema_kappa, ema_rho, ema_gamma):
+    """decay_t of step 2 for t completed steps."""
+    if ema_kappa is None:
+        return beta_ema
+    return max((1.0 + ema_gamma * max(0.0, t - ema_rho)) ** -ema_kappa, MIN_EMA_DECAY)
+
+
+def _step_scalars(group, t):
+    """The step's scalars for a parameter that has completed t steps, in the order
+    _pace_tensor_step unpacks them."""
+    beta1, beta2 = group["betas"]
+    lr = group["lr"]
+    decay = ema_decay(t, group["beta_ema"], group["ema_kappa"], group["ema_rho"], group["ema_gamma"])
+    ema_weight = decay if t % group["ema_update_freq"] == 0 else 0.0
+    return (
+        lr,
+        beta1,
+        beta2,
+        group["weight_decay"],
+        group["eps"],
+        lr / (1 - beta1 ** (t + 1)),  # step size after bias correction 1
+        math.sqrt(1 - beta2 ** (t + 1)),  # sqrt of bias correction 2
+        lr * group["lambda_pullback"] * decay,  # pullback gain before the denominator
+        1.0 if group["clamp_pullback"] else math.inf,  # largest allowed gain
+        ema_weight,  # 0 leaves the EMA unchanged on steps t % uf != 0
+    )
+
+
+def _pace_tensor_step(param, grad, exp_avg, exp_avg_sq, ema, scalars, stats=None):
+    """One step on one tensor, in place. ema is None for plain AdamW. scalars are
+    Python floats (eager) or 0-d tensors (compiled); stats, when given, is a dict of
+    running sums that get_step_stats() reads."""
+    lr, beta1, beta2, weight_decay, eps, step_size, bias_correction2_sqrt, pull_scale, max_gain, ema_weight = scalars
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)  # sqrt(v_hat) + eps
+    if ema is None:
+        param.mul_(1 - lr * weight_decay).add_(exp_avg / denom * -step_size)
+        return
+    raw_gain = pull_scale / denom
+    gain = raw_gain.clamp(max=max_gain)
+    to_ema = ema - param  # from the weights before this step (rule step 4)
+    pull = to_ema * gain
+    if stats is not None:
+        adamw_update = param * (-lr * weight_decay) - exp_avg / denom * step_size
+        _accumulate_stats(stats, raw_gain, gain, adamw_update, pull, to_ema)
+    param.mul_(1 - lr * weight_decay).add_(exp_avg / denom * -step_size).add_(pull)
+    ema.lerp_(param.to(ema.dtype), ema_weight)
+
+
+def _accumulate_stats(stats, raw_gain, gain, adamw_update, pull, to_ema):
+    stats["lambda_sum"] += gain.sum(dtype=torch.float64)
+    stats["lambda_max"] = torch.maximum(stats["lambda_max"], gain.max().double())
+    stats["clipped"] += (raw_gain > gain).sum()
+    stats["numel"] += gain.numel()
+    stats["adamw_update_sq"] += adamw_update.double().square().sum()
+    stats["pullback_sq"] += pull.double().square().sum()
+    stats["ema_distance_sq"] += to_ema.double().square().sum()
+
+
+_STAT_SUMS = ("lambda_sum", "lambda_max", "clipped", "numel", "adamw_update_sq", "pullback_sq", "ema_distance_sq")
+
+
+def _single_tensor_step(params, grads, exp_avgs, exp_avg_sqs, emas, scalars, stats=None):
+    for p, g, m, v, ema in zip(params, grads, exp_avgs, exp_avg_sqs, emas):
+        _pace_tensor_step(p, g, m, v, ema, scalars, stats)
+
+
+_compiled_tensor_step = None
+
+
+def _fused_tensor_step(*args):
+    """_pace_tensor_step compiled into one kernel per tensor. Shapes are dynamic and
+    the scalars come as one tensor, so neither new sizes nor a changing lr recompile;
+    a graph is made per dtype, rank and with/without EMA."""
+    global _compiled_tensor_step
+    if _compiled_tensor_step is None:
+        _compiled_tensor_step = torch.compile(_pace_tensor_step, dynamic=True, fullgraph=True)
+    return _compiled_tensor_step(*args)
+
+
+SMALL_TENSOR = 2**15  # elements; smaller tensors are stepped together, see below
+
+
+@torch._dynamo.config.patch(recompile_limit=64)  # the graphs above, beyond dynamo's default of 8
+def _fused_step(params, grads, exp_avgs, exp_avg_sqs, emas, scalars):
+    grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, emas])
+    for (device, _), (tensors, _) in grouped.items():
+        packed = _scalars_tensor(scalars, device)
+        small = [i for i, p in enumerate(tensors[0]) if p.numel() < SMALL_TENSOR]
+        for i in range(len(tensors[0])):
+            if i not in small:
+                _fused_tensor_step(*(t[i] for t in tensors), packed)
+        if small:
+            _gathered_fused_step([[t[i] for i in small] for t in tensors], packed)
+
+
+def _gathered_fused_step(tensors, packed):
+    """A compiled call costs tens of microseconds, more than copying a small tensor
+    twice: biases and norms are concatenated, stepped in one call and copied back."""
+    params, grads, exp_avgs, exp_avg_sqs, emas = tensors
+    flat = [None if ts is emas and emas[0] is None else flatten_dense_tensors(ts) for ts in tensors]
+    _fused_tensor_step(*flat, packed)
+    for originals, stepped in zip((params, exp_avgs, exp_avg_sqs, emas), (flat[0], flat[2], flat[3], flat[4])):
+        if stepped is not None:
+            torch._foreach_copy_(originals, unflatten_dense_tensors(stepped, originals))
+
+
+_FUSED_AVAILABLE = {}  # device type -> whether torch.compile works there
+
+
+def _use_fused(group, device):
+    if group["fused"] is not None:
+        return group["fused"]
+    if device.type not in _FUSED_AVAILABLE:
+        # Compile on a scratch tensor first, so that a failure touches no real state.
+        scratch = [[torch.zeros(8, device=device)] for _ in range(5)]
+        try:
+            _fused_step(*scratch, (0.0, 0.9, 0.999, 0.0, 1e-8, 0.0, 1.0, 0.0, 1.0, 0.0))
+            _FUSED_AVAILABLE[device.type] = True
+        except Exception as error:  # any compile failure means: not available here
+            warnings.warn(f"PACE: the fused path does not compile here ({type(error).__name__}: {error}); using foreach")
+            _FUSED_AVAILABLE[device.type] = False
+    return _FUSED_AVAILABLE[device.type]
+
+
+class PACE(Optimizer):
+    """AdamW with a per-coordinate pullback toward the EMA of the weights; see the
+    module docstring for the update rule, the method table and an example."""
+
+    def __init__(
+        self,
+        params,
+        lr=1e-4,  # AdamW learning rate
+        betas=(0.9, 0.999),  # AdamW moment decay rates
+        eps=1e-8,  # AdamW epsilon, also the floor of the pullback denominator
+        weight_decay=0.01,  # decoupled weight decay, as torch.optim.AdamW
+        lambda_pullback=0.0,  # c, pullback strength; 0 disables the pullback
+        clamp_pullback=True,  # gains <= 1: interpolate toward the EMA, never past it
+        beta_ema=0.01,  # fixed EMA decay, used only when ema_kappa is None
+        use_ema_eval=False,  # eval() puts the EMA weights into the model
+        ema_kappa=None,  # exponent of the decaying EMA schedule; None: fixed beta_ema
+        ema_rho=0.0,  # steps held before the schedule decays
+        ema_gamma=1.0,  # schedule rate
+        ema_update_freq=1,  # update the EMA every uf steps (pullback every step)
+        log_stats=False,  # record telemetry for get_step_stats() (synchronizes)
+        *,
+        foreach=None,  # multi-tensor path; None: on when fused is off
+        fused=None,  # compiled single-kernel path; None: on when it compiles
+    ):
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+            lambda_pullback=lambda_pullback, clamp_pullback=clamp_pullback,
+            beta_ema=beta_ema, use_ema_eval=use_ema_eval, ema_kappa=ema_kappa,
+            ema_rho=ema_rho, ema_gamma=ema_gamma, ema_update_freq=ema_update_freq,
+            log_stats=log_stats, foreach=foreach, fused=fused,
+            train_mode=True,  # False between eval() and train()
+        )
+        self._stats = None
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        _check_hyperparameters(self.param_groups[-1])
+
+    @staticmethod
+    def _needs_ema(group):
+        return group["lambda_pullback"] > 0 or group["use_ema_eval"]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if not all(group["train_mode"] for group in self.param_groups):
+            raise RuntimeError("PACE.step() was called in eval mode: call optimizer.train() first")
+        self._stats = None
+        for group in self.param_groups:
+            self._group_step(group)
+        return loss
+
+    def _group_step(self, group):
+        needs_ema = self._needs_ema(group)
+        by_step = {}  # completed steps -> tensors; parameters skipped on some step lag
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("PACE does not support sparse gradients")
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if needs_ema and "ema" not in state:
+                state["ema"] = p.detach().to(_ema_dtype(p), copy=True)
+            tensors = by_step.setdefault(state["step"], ([], [], [], [], []))
+            for slot, tensor in zip(tensors, (p, p.grad, state["exp_avg"], state["exp_avg_sq"], state.get("ema"))):
+                slot.append(tensor)
+            state["step"] += 1
+        for t, tensors in by_step.items():
+            scalars = _step_scalars(group, t)
+            if group["log_stats"]:
+                _single_tensor_step(*tensors, scalars, self._stat_sums(tensors[0][0].device))
+            elif _use_fused(group, tensors[0][0].device):
+                _fused_step(*tensors, scalars)
+            elif group["foreach"] is not False:
+                _foreach_step(*tensors, scalars)
+            else:
+                _single_tensor_step(*tensors, scalars)
+
+    def _stat_sums(self, device):
+        if self._stats is None:
+            self._stats = {name: torch.zeros((), dtype=torch.float64, device=device) for name in _STAT_SUMS}
+        return self._stats
+
+    @torch.no_grad()
+    def eval(self):
+        """Put the EMA weights into the parameters of groups with use_ema_eval."""
+        for group in self.param_groups:
+            if group["train_mode"] and group["use_ema_eval"]:
+                for p in group["params"]:
+                    self._swap_ema_in(p)
+            group["train_mode"] = False
+
+    @torch.no_grad()
+    def train(self):
+        """Restore the live training weights (bit for bit) after eval()."""
+        for group in self.param_groups:
+            if not group["train_mode"] and group["use_ema_eval"]:
+                for p in group["params"]:
+                    self._swap_ema_out(p)
+            group["train_mode"] = True
+
+    def _swap_ema_in(self, p):
+        state = self.state[p]
+        if "ema" not in state:  # no step yet: the EMA equals the weights
+            return
+        if state["ema"].dtype == p.dtype:
+            # Exchange in place: while in eval mode the "ema" slot holds the live weights.
+            live = p.detach().clone()
+            p.copy_(state["ema"])
+            state["ema"].copy_(live)
+        else:
+            # A low-precision parameter cannot hold the float32 EMA, so the live
+            # weights wait in the state until train().
+            state["live_weights"] = p.detach().clone()
+            p.copy_(state["ema"])
+
+    def _swap_ema_out(self, p):
+        state = self.state[p]
+        if "ema" not in state:
+            return
+        if "live_weights" in state:
+            p.copy_(state.pop("live_weights"))
+        else:
+            ema = p.detach().clone()
+            p.copy_(state["ema"])
+            state["ema"].copy_(ema)
+
+    def load_state_dict(self, state_dict):
+        # torch casts floating-point state to the parameter dtype on load; the EMA
+        # must keep its own precision, so it is set aside and restored after.
+        emas = {key: s["ema"] for key, s in state_dict["state"].items() if "ema" in s}
+        super().load_state_dict(state_dict)
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved_id, p in zip(saved_ids, params):
+            if saved_id in emas:
+                self.state[p]["ema"] = emas[saved_id].to(device=p.device, dtype=_ema_dtype(p))
+
+    def get_step_stats(self):
+        """Telemetry of the last step as Python floats (this synchronizes with the
+        device): mean and max pullback gain lambda, the fraction of coordinates whose
+        gain was clamped, and the norms of the AdamW update, of the pullback and of
+        theta - EMA before the step. Needs log_stats=True."""
+        if not any(g["log_stats"] for g in self.param_groups):
+            raise RuntimeError("get_step_stats() needs PACE(..., log_stats=True)")
+        if self._stats is None:
+            return {}
+        s = {k: v.item() for k, v in self._stats.items()}
+        numel = max(s["numel"], 1.0)
+        return {
+            "lambda_mean": s["lambda_sum"] / numel,
+            "lambda_max": s["lambda_max"],
+            "lambda_clip_fraction": s["clipped"] / numel,
+            "adamw_update_norm": math.sqrt(s["adamw_update_sq"]),
+            "pullback_norm": math.sqrt(s["pullback_sq"]),
+            "ema_distance_norm": math.sqrt(s["ema_distance_sq"]),
+        }
+
+
+def _ema_dtype(p):
+    """float32 for low-precision parameters; the EMA never loses precision."""
+    return torch.promote_types(p.dtype, torch.float32)
+
+
+def _scalars_tensor(scalars, device):
+    values = torch.tensor(scalars, dtype=torch.float64)
+    if device.type == "cpu":
+        return values
+    # A pinned buffer copied asynchronously: no host-device synchronization per step.
+    return values.pin_memory().to(device, non_blocking=True)
+
+
+def _foreach_step(params, grads, exp_avgs, exp_avg_sqs, emas, scalars):
+    """The same update with torch._foreach_* ops, per device and dtype."""
+    lr, beta1, beta2, weight_decay, eps, step_size, bias_correction2_sqrt, pull_scale, max_gain, ema_weight = scalars
+    grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, emas])
+    for (device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_emas), _ in grouped.values():
+        torch._foreach_lerp_(device_exp_avgs, device_grads, 1 - beta1)
+        torch._foreach_mul_(device_exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(device_exp_avg_sqs, device_grads, device_grads, 1 - beta2)
+        denom = torch._foreach_sqrt(device_exp_avg_sqs)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, eps)
+        if device_emas[0] is not None:
+            gain = torch._foreach_reciprocal(denom)
+            torch._foreach_mul_(gain, pull_scale)
+            torch._foreach_clamp_max_(gain, max_gain)
+            pull = torch._foreach_sub(device_emas, device_params)
+            torch._foreach_mul_(pull, gain)
+            del gain
+        torch._foreach_mul_(device_params, 1 - lr * weight_decay)
+        torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, -step_size)
+        if device_emas[0] is not None:
+            torch._foreach_add_(device_params, pull)
+            live = [p.to(ema.dtype) for p, ema in zip(device_params, device_emas)]  # no copy if same dtype
+            torch._foreach_lerp_(device_emas, live, ema_weight)
+
+
+def _check_hyperparameters(group):
+    def check(name, ok, requirement):
+        if not ok:
+            raise ValueError(f"Invalid {name}: {group[name]!r} ({requirement})")
+
+    check("lr", _is_number(group["lr"]) and group["lr"] >= 0, "must be >= 0")
+    check("eps", _is_number(group["eps"]) and group["eps"] >= 0, "must be >= 0")
+    check("weight_decay", _is_number(group["weight_decay"]) and group["weight_decay"] >= 0, "must be >= 0")
+    check("lambda_pullback", _is_number(group["lambda_pullback"]) and group["lambda_pullback"] >= 0, "must be >= 0")
+    betas = group["betas"]
+    check(
+        "betas",
+        isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas),
+        "must be two numbers in [0, 1)",
+    )
+    check("beta_ema", _is_number(group["beta_ema"]) and 0 < group["beta_ema"] <= 1, "must be in (0, 1]")
+    kappa = group["ema_kappa"]
+    check("ema_kappa", kappa is None or (_is_number(kappa) and kappa >= 0), "must be None or >= 0")
+    check("ema_rho", _is_number(group["ema_rho"]) and group["ema_rho"] >= 0, "must be >= 0")
+    check("ema_gamma", _is_number(group["ema_gamma"]) and group["ema_gamma"] >= 0, "must be >= 0")
+    uf = group["ema_update_freq"]
+    check("ema_update_freq", isinstance(uf, int) and not isinstance(uf, bool) and uf >= 1, "must be a positive integer")
+
+
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(x)

@@ -1,0 +1,326 @@
+"""pace.py against a plain float64 transcription of the update rule, AdamW parity,
+the EMA conventions, eval()/train(), state_dict round trips and argument checks."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from pace import PACE
+
+PATHS = {  # implementation switches -> the path they select
+    "single": dict(foreach=False, fused=False),
+    "foreach": dict(foreach=True, fused=False),
+    "fused": dict(fused=True),
+}
+
+
+class ReferencePACE:
+    """The update rule of the issue, one coordinate formula at a time, in float64."""
+
+    def __init__(self, params, groups):
+        self.groups = [dict(g) for g in groups]
+        self.state = [
+            [dict(theta=p.detach().double().clone(), m=torch.zeros_like(p, dtype=torch.float64),
+                  v=torch.zeros_like(p, dtype=torch.float64), ema=p.detach().double().clone(), t=0)
+             for p in group_params]
+            for group_params in params
+        ]
+
+    def step(self, grads):
+        for group, states, group_grads in zip(self.groups, self.state, grads):
+            beta1, beta2 = group["betas"]
+            for s, g in zip(states, group_grads):
+                if g is None:
+                    continue
+                g, t = g.double(), s["t"]
+                s["m"] = beta1 * s["m"] + (1 - beta1) * g
+                s["v"] = beta2 * s["v"] + (1 - beta2) * g * g
+                m_hat = s["m"] / (1 - beta1 ** (t + 1))
+                v_hat = s["v"] / (1 - beta2 ** (t + 1))
+                theta = s["theta"]
+                adamw = theta - group["lr"] * group["weight_decay"] * theta - group["lr"] * m_hat / (v_hat.sqrt() + group["eps"])
+                if group["ema_kappa"] is None:
+                    decay = group["beta_ema"]
+                else:
+                    decay = max((1 + group["ema_gamma"] * max(0, t - group["ema_rho"])) ** -group["ema_kappa"], 1e-4)
+                lam = group["lr"] * group["lambda_pullback"] * decay / (v_hat.sqrt() + group["eps"])
+                if group["clamp_pullback"]:
+                    lam = lam.clamp(max=1)
+                new = adamw + lam * (s["ema"] - theta)
+                if t % group["ema_update_freq"] == 0:
+                    s["ema"] = (1 - decay) * s["ema"] + decay * new
+                s["theta"], s["t"] = new, t + 1
+
+
+GROUP_SETTINGS = [
+    dict(lr=3e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, lambda_pullback=5.0, clamp_pullback=True,
+         beta_ema=0.01, ema_kappa=0.5, ema_rho=3.0, ema_gamma=0.5, ema_update_freq=1),
+    dict(lr=1e-2, betas=(0.8, 0.9), eps=1e-3, weight_decay=0.0, lambda_pullback=200.0, clamp_pullback=False,
+         beta_ema=0.2, ema_kappa=None, ema_rho=0.0, ema_gamma=1.0, ema_update_freq=3),
+    dict(lr=5e-2, betas=(0.5, 0.999), eps=1e-6, weight_decay=0.05, lambda_pullback=1e4, clamp_pullback=True,
+         beta_ema=0.01, ema_kappa=1.0, ema_rho=0.0, ema_gamma=2.0, ema_update_freq=2),
+]
+SHAPES = [[(7, 5), (13,)], [(3, 4, 2)], [(1,), (64, 3)]]
+
+
+def make_params(dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [[torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes] for shapes in SHAPES]
+
+
+def run_both(path, dtype, steps=12):
+    params = make_params(dtype)
+    groups = [dict(params=ps, **settings) for ps, settings in zip(params, GROUP_SETTINGS)]
+    opt = PACE(groups, use_ema_eval=True, **PATHS[path])
+    ref = ReferencePACE(params, GROUP_SETTINGS)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        grads = [[torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in ps] for ps in params]
+        grads[0][1] = None if step % 4 == 1 else grads[0][1]  # a parameter without gradient is skipped
+        for ps, gs in zip(params, grads):
+            for p, g in zip(ps, gs):
+                p.grad = None if g is None else g.to(dtype)
+        for i, group in enumerate(opt.param_groups):  # an lr schedule changes lr every step
+            group["lr"] = ref.groups[i]["lr"] = GROUP_SETTINGS[i]["lr"] * (1 + 0.3 * math.sin(step))
+        opt.step()
+        ref.step(grads)
+    return params, opt, ref
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_update_rule_matches_reference(path, dtype):
+    params, opt, ref = run_both(path, dtype)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-6)
+    for ps, states in zip(params, ref.state):
+        for p, s in zip(ps, states):
+            torch.testing.assert_close(p.detach().double(), s["theta"], **tol)
+            torch.testing.assert_close(opt.state[p]["ema"].double(), s["ema"], **tol)
+            assert opt.state[p]["ema"].dtype == dtype
+            assert opt.state[p]["step"] == s["t"]
+    # the clamp and the pullback both mattered in this run
+    assert any(not torch.equal(s["theta"], s["ema"]) for states in ref.state for s in states)
+
+
+def adamw_run(make_opt, steps=100, seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    opt = make_opt(model.parameters())
+    data = torch.randn(steps, 32, 8)
+    for x in data:
+        loss = model(x).sin().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return model, opt
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_plain_adamw_matches_torch_and_allocates_no_ema(path):
+    hyper = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    ours, opt = adamw_run(lambda ps: PACE(ps, **hyper, **PATHS[path]))
+    theirs, _ = adamw_run(lambda ps: torch.optim.AdamW(ps, **hyper, foreach=False))
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert all(set(s) == {"step", "exp_avg", "exp_avg_sq"} for s in opt.state.values())
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_ema_baseline_trains_exactly_like_adamw(path):
+    hyper = dict(lr=1e-2, ema_kappa=0.5, **PATHS[path])
+    adamw, _ = adamw_run(lambda ps: PACE(ps, **hyper))
+    ema_baseline, opt = adamw_run(lambda ps: PACE(ps, use_ema_eval=True, **hyper))
+    for a, b in zip(adamw.parameters(), ema_baseline.parameters()):
+        assert torch.equal(a, b)
+        assert not torch.equal(b, opt.state[b]["ema"])
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_kappa_one_ema_is_running_mean_of_iterates(path):
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(10, dtype=torch.float64))
+    opt = PACE([p], lr=0.1, use_ema_eval=True, ema_kappa=1.0, ema_rho=0.0, ema_gamma=1.0, **PATHS[path])
+    iterates = []
+    for _ in range(20):
+        p.grad = torch.randn_like(p)
+        opt.step()
+        iterates.append(p.detach().clone())
+        torch.testing.assert_close(opt.state[p]["ema"], torch.stack(iterates).mean(0), rtol=1e-12, atol=1e-12)
+
+
+def test_ema_starts_as_copy_of_initial_weights():
+    p = torch.nn.Parameter(torch.randn(5))
+    initial = p.detach().clone()
+    opt = PACE([p], lr=0.1, lambda_pullback=1.0, ema_kappa=None, beta_ema=0.25, foreach=False, fused=False)
+    p.grad = torch.ones(5)
+    opt.step()
+    # one step: ema = 0.75 * initial + 0.25 * theta_1
+    torch.testing.assert_close(opt.state[p]["ema"], 0.75 * initial + 0.25 * p.detach())
+
+
+def test_pullback_uses_weights_before_the_step():
+    # With a huge c and clamping, lambda = 1: theta_1 = theta' + (ema_0 - theta_0) = theta' exactly
+    # offset by nothing, since ema_0 = theta_0; at step 2 theta_2 = theta'_2 + (ema_1 - theta_1).
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt = PACE([p], lr=0.1, weight_decay=0.0, lambda_pullback=1e9, beta_ema=0.5, foreach=False, fused=False)
+    p.grad = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    opt.step()
+    theta1, ema1 = p.detach().clone(), opt.state[p]["ema"].clone()
+    torch.testing.assert_close(theta1, torch.tensor([0.9, -2.1], dtype=torch.float64))
+    p.grad = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    opt.step()
+    torch.testing.assert_close(p.detach(), theta1 - 0.1 + (ema1 - theta1))
+
+
+def test_eval_train_exact_idempotent_and_mode_in_state_dict():
+    model, opt = adamw_run(lambda ps: PACE(ps, lr=1e-2, lambda_pullback=0.5, ema_kappa=0.3, use_ema_eval=True), steps=10)
+    live = [p.detach().clone() for p in model.parameters()]
+    emas = [opt.state[p]["ema"].clone() for p in model.parameters()]
+    opt.eval()
+    opt.eval()  # idempotent
+    for p, ema in zip(model.parameters(), emas):
+        assert torch.equal(p, ema)
+    assert all(not g["train_mode"] for g in opt.state_dict()["param_groups"])
+    with pytest.raises(RuntimeError, match="train()"):
+        opt.step()
+    opt.train()
+    opt.train()
+    for p, w in zip(model.parameters(), live):
+        assert torch.equal(p, w)
+
+
+def test_eval_is_noop_without_use_ema_eval():
+    model, opt = adamw_run(lambda ps: PACE(ps, lr=1e-2, lambda_pullback=0.5), steps=5)
+    live = [p.detach().clone() for p in model.parameters()]
+    opt.eval()
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), live))
+    opt.train()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_low_precision_params_keep_float32_ema_through_eval_and_load(path):
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(64).to(torch.bfloat16))
+    opt = PACE([p], lr=1e-2, lambda_pullback=0.5, ema_kappa=0.5, use_ema_eval=True, **PATHS[path])
+    for _ in range(5):
+        p.grad = torch.randn(64).to(torch.bfloat16)
+        opt.step()
+    ema, live = opt.state[p]["ema"].clone(), p.detach().clone()
+    assert ema.dtype == torch.float32
+    opt.eval()
+    assert torch.equal(p, ema.to(torch.bfloat16))
+    saved = copy.deepcopy(opt.state_dict())
+    opt.train()
+    assert torch.equal(p, live) and torch.equal(opt.state[p]["ema"], ema)
+
+    # a fresh optimizer loaded from the eval-mode checkpoint, with the model as saved
+    q = torch.nn.Parameter(ema.to(torch.bfloat16))
+    fresh = PACE([q], lr=1e-2, lambda_pullback=0.5, ema_kappa=0.5, use_ema_eval=True)
+    fresh.load_state_dict(saved)
+    assert fresh.state[q]["ema"].dtype == torch.float32 and torch.equal(fresh.state[q]["ema"], ema)
+    fresh.train()
+    assert torch.equal(q, live)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("save_in_eval_mode", [False, True])
+def test_state_dict_round_trip_is_bit_exact(path, save_in_eval_mode):
+    hyper = dict(lr=1e-2, lambda_pullback=0.2, ema_kappa=0.4, ema_update_freq=2, use_ema_eval=True, **PATHS[path])
+
+    def batches():
+        gen = torch.Generator().manual_seed(3)
+        return [torch.randn(16, 8, generator=gen) for _ in range(12)]
+
+    def train(model, opt, data):
+        for x in data:
+            model(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+
+    torch.manual_seed(0)
+    straight = torch.nn.Linear(8, 4)
+    resumed = copy.deepcopy(straight)
+    opt = PACE(straight.parameters(), **hyper)
+    train(straight, opt, batches())
+
+    first = PACE(resumed.parameters(), **hyper)
+    train(resumed, first, batches()[:5])
+    if save_in_eval_mode:
+        first.eval()
+    checkpoint = copy.deepcopy({"model": resumed.state_dict(), "opt": first.state_dict()})
+    model = torch.nn.Linear(8, 4)
+    model.load_state_dict(checkpoint["model"])
+    second = PACE(model.parameters(), **hyper)
+    second.load_state_dict(checkpoint["opt"])
+    second.train()
+    train(model, second, batches()[5:])
+    for a, b in zip(straight.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+        assert torch.equal(opt.state[a]["ema"], second.state[b]["ema"])
+
+
+def test_gradients_are_not_modified_and_sparse_is_rejected():
+    p = torch.nn.Parameter(torch.randn(6))
+    opt = PACE([p], lr=0.1, lambda_pullback=1.0, use_ema_eval=True)
+    p.grad = torch.randn(6)
+    before = p.grad.clone()
+    opt.step()
+    assert torch.equal(p.grad, before)
+    emb = torch.nn.Embedding(5, 3, sparse=True)
+    opt = PACE(emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+
+
+def test_log_stats():
+    model, opt = adamw_run(lambda ps: PACE(ps, lr=1e-2, lambda_pullback=50.0, ema_kappa=0.2, use_ema_eval=True,
+                                            log_stats=True), steps=5)
+    stats = opt.get_step_stats()
+    assert set(stats) == {"lambda_mean", "lambda_max", "lambda_clip_fraction", "adamw_update_norm",
+                          "pullback_norm", "ema_distance_norm"}
+    assert 0 < stats["lambda_mean"] <= stats["lambda_max"] <= 1
+    assert 0 < stats["lambda_clip_fraction"] < 1
+    assert stats["adamw_update_norm"] > 0 and stats["pullback_norm"] > 0 and stats["ema_distance_norm"] > 0
+    _, quiet = adamw_run(lambda ps: PACE(ps, lr=1e-2, lambda_pullback=0.5, use_ema_eval=True), steps=2)
+    with pytest.raises(RuntimeError, match="log_stats"):
+        quiet.get_step_stats()
+
+
+def test_changing_lr_does_not_recompile_fused_path():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s)) for s in [(33,), (5, 7), (4, 4, 4)]]
+    opt = PACE(params, lr=1e-3, lambda_pullback=0.1, ema_kappa=0.2, use_ema_eval=True, fused=True)
+
+    def step(i):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.param_groups[0]["lr"] = 1e-3 * (1 + i)
+        opt.step()
+
+    step(0)
+    step(1)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for i in range(2, 8):
+        step(i)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+
+
+BAD_ARGUMENTS = [
+    ("lr", dict(lr=-1e-3)), ("eps", dict(eps=-1e-8)), ("weight_decay", dict(weight_decay=-0.1)),
+    ("lambda_pullback", dict(lambda_pullback=-0.1)), ("ema_kappa", dict(ema_kappa=-0.5)),
+    ("ema_gamma", dict(ema_gamma=-1.0)), ("ema_rho", dict(ema_rho=-1.0)),
+    ("betas", dict(betas=(1.0, 0.999))), ("betas", dict(betas=(0.9, -0.1))),
+    ("beta_ema", dict(beta_ema=0.0)), ("beta_ema", dict(beta_ema=1.5)),
+    ("ema_update_freq", dict(ema_update_freq=0)), ("ema_update_freq", dict(ema_update_freq=2.5)),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", BAD_ARGUMENTS)
+def test_bad_hyperparameters_raise_named_value_error(name, kwargs):
+    with pytest.raises(ValueError, match=f"Invalid {name}"):
+        PACE([torch.nn.Parameter(torch.zeros(2))], **kwargs)
+    with pytest.raises(ValueError, match=f"Invalid {name}"):  # also per parameter group
+        PACE([{"params": [torch.nn.Parameter(torch.zeros(2))], **kwargs}])
