@@ -106,7 +106,7 @@ def _step_scalars(group, t):
         group["weight_decay"],
         group["eps"],
         lr / (1 - beta1 ** (t + 1)),  # step size after bias correction 1
-        math.sqrt(1 - beta2 ** (t + 1)),  # sqrt of bias correction 2
+        1 / math.sqrt(1 - beta2 ** (t + 1)),  # 1 / sqrt of bias correction 2
         lr * group["lambda_pullback"] * decay,  # pullback gain before the denominator
         1.0 if group["clamp_pullback"] else math.inf,  # largest allowed gain
         ema_weight,  # 0 leaves the EMA unchanged on steps t % uf != 0
@@ -117,21 +117,23 @@ def _pace_tensor_step(param, grad, exp_avg, exp_avg_sq, ema, scalars, stats=None
     """One step on one tensor, in place. ema is None for plain AdamW. scalars are
     Python floats (eager) or 0-d tensors (compiled); stats, when given, is a dict of
     running sums that get_step_stats() reads."""
-    lr, beta1, beta2, weight_decay, eps, step_size, bias_correction2_sqrt, pull_scale, max_gain, ema_weight = scalars
+    lr, beta1, beta2, weight_decay, eps, step_size, inv_bias_correction2_sqrt, pull_scale, max_gain, ema_weight = scalars
     exp_avg.lerp_(grad, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)  # sqrt(v_hat) + eps
+    # AdamW's step and the pullback share the denominator sqrt(v_hat) + eps: one
+    # division per coordinate serves both (the compiled kernel is compute-bound on CPU).
+    inv_denom = (exp_avg_sq.sqrt() * inv_bias_correction2_sqrt).add_(eps).reciprocal_()
+    adamw_update = param * (-lr * weight_decay) - exp_avg * inv_denom * step_size
     if ema is None:
-        param.mul_(1 - lr * weight_decay).add_(exp_avg / denom * -step_size)
+        param.add_(adamw_update)
         return
-    raw_gain = pull_scale / denom
+    raw_gain = inv_denom * pull_scale
     gain = raw_gain.clamp(max=max_gain)
     to_ema = ema - param  # from the weights before this step (rule step 4)
     pull = to_ema * gain
     if stats is not None:
-        adamw_update = param * (-lr * weight_decay) - exp_avg / denom * step_size
         _accumulate_stats(stats, raw_gain, gain, adamw_update, pull, to_ema)
-    param.mul_(1 - lr * weight_decay).add_(exp_avg / denom * -step_size).add_(pull)
+    param.add_(adamw_update).add_(pull)
     ema.lerp_(param.to(ema.dtype), ema_weight)
 
 
@@ -256,12 +258,12 @@ class PACE(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        if not all(group["train_mode"] for group in self.param_groups):
+            raise RuntimeError("PACE.step() was called in eval mode: call optimizer.train() first")
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if not all(group["train_mode"] for group in self.param_groups):
-            raise RuntimeError("PACE.step() was called in eval mode: call optimizer.train() first")
         self._stats = None
         for group in self.param_groups:
             self._group_step(group)
@@ -393,14 +395,14 @@ def _scalars_tensor(scalars, device):
 
 def _foreach_step(params, grads, exp_avgs, exp_avg_sqs, emas, scalars):
     """The same update with torch._foreach_* ops, per device and dtype."""
-    lr, beta1, beta2, weight_decay, eps, step_size, bias_correction2_sqrt, pull_scale, max_gain, ema_weight = scalars
+    lr, beta1, beta2, weight_decay, eps, step_size, inv_bias_correction2_sqrt, pull_scale, max_gain, ema_weight = scalars
     grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, emas])
     for (device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_emas), _ in grouped.values():
         torch._foreach_lerp_(device_exp_avgs, device_grads, 1 - beta1)
         torch._foreach_mul_(device_exp_avg_sqs, beta2)
         torch._foreach_addcmul_(device_exp_avg_sqs, device_grads, device_grads, 1 - beta2)
         denom = torch._foreach_sqrt(device_exp_avg_sqs)
-        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_mul_(denom, inv_bias_correction2_sqrt)
         torch._foreach_add_(denom, eps)
         if device_emas[0] is not None:
             gain = torch._foreach_reciprocal(denom)

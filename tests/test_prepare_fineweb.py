@@ -1,0 +1,304 @@
+"""Tests of prepare_fineweb.py: the shard format, the reader, the round trip, and bad input.
+
+Offline and CPU-only. Real text comes from the parquet files of $PACE_TEST_CORPUS (a glob, FineWeb's
+schema) when it is set, else generated documents are used. The tokenizer loads through tiktoken,
+offline when TIKTOKEN_CACHE_DIR points at a folder holding r50k_base.
+"""
+
+import glob
+import json
+import os
+import random
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import prepare_fineweb as P
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "prepare_fineweb.py")
+
+
+@pytest.fixture(scope="module")
+def enc():
+    import tiktoken
+    return tiktoken.get_encoding("r50k_base")
+
+
+def expected_tokens(enc, texts):
+    """The specification: [EOT] + encode_ordinary(text) over the documents in order."""
+    out = []
+    for text in texts:
+        out += [P.EOT] + enc.encode_ordinary(text)
+    return np.array(out, dtype=np.uint16)
+
+
+def shards_in(out_dir):
+    """The files in out_dir, in shard order (by index: the val shard first)."""
+    return sorted(os.listdir(out_dir), key=lambda name: name.split("_")[-1])
+
+
+def read_all(out_dir):
+    return np.concatenate([P.read_shard(os.path.join(out_dir, name)) for name in shards_in(out_dir)])
+
+
+def prepare(*args):
+    P.main([str(a) for a in args])
+
+
+def run_script(*args, env=None):
+    """Run the script in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=120)
+
+
+def assert_one_line_error(result, *names):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("prepare_fineweb.py: error:"), lines[0]
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+
+
+def write_parquet(path, texts, **columns):
+    pq.write_table(pa.table({"text": pa.array(texts, pa.string()), **columns}), path)
+
+
+def corpus_texts(n):
+    """n real documents from $PACE_TEST_CORPUS, or n generated ones."""
+    pattern = os.environ.get("PACE_TEST_CORPUS")
+    if pattern:
+        files = sorted(glob.glob(pattern))
+        assert files, f"PACE_TEST_CORPUS={pattern} matches no file"
+        return pq.read_table(files[0], columns=["text"]).column("text").to_pylist()[:n]
+    rng = random.Random(0)
+    words = "the of and a to in is you that it he was for on are as with his they I at be this have from " \
+            "tokenizer shard value 1024 3.14 naïve café Übung 東京 🙂 — x=f(y); def\n\n".split(" ")
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(1, 400))) for _ in range(n)]
+
+# -----------------------------------------------------------------------------
+# the shard format and the reader
+
+def test_write_shard_format_and_read_back(tmp_path):
+    path = str(tmp_path / "s.bin")
+    tokens = [P.EOT, 0, 1, 65535, 31373, 995]
+    P.write_shard(path, tokens)
+    raw = open(path, "rb").read()
+    assert len(raw) == 4 * 256 + 2 * len(tokens)
+    header = struct.unpack("<256i", raw[:1024])
+    assert header[:3] == (20240520, 1, len(tokens)) and not any(header[3:])
+    assert struct.unpack(f"<{len(tokens)}H", raw[1024:]) == tuple(tokens)
+    shard = P.read_shard(path)
+    assert isinstance(shard, np.memmap) and shard.dtype == np.uint16
+    assert shard.tolist() == tokens
+    assert os.listdir(tmp_path) == ["s.bin"]  # no temporary file left
+
+
+def test_write_shard_refuses_ids_beyond_uint16(tmp_path):
+    with pytest.raises(ValueError):
+        P.write_shard(str(tmp_path / "s.bin"), [1, 70000])
+
+
+def test_interrupted_write_leaves_no_shard_under_the_final_name(tmp_path, monkeypatch):
+    def crash(fd):
+        raise OSError("disk full")
+    monkeypatch.setattr(os, "fsync", crash)
+    path = str(tmp_path / "fineweb_val_000000.bin")
+    with pytest.raises(OSError):
+        P.write_shard(path, np.arange(1000, dtype=np.uint16))
+    assert not os.path.exists(path)
+
+
+def corrupt(path, how):
+    raw = bytearray(open(path, "rb").read())
+    if how == "truncated":
+        raw = raw[:-3]
+    elif how == "header only in part":
+        raw = raw[:100]
+    elif how == "bad magic":
+        raw[:4] = struct.pack("<i", 12345)
+    elif how == "version":
+        raw[4:8] = struct.pack("<i", 7)
+    elif how == "too long":
+        raw += b"\0\0"
+    open(path, "wb").write(raw)
+
+
+@pytest.mark.parametrize("how, message", [
+    ("truncated", "truncated"), ("header only in part", "truncated"), ("bad magic", "magic"),
+    ("version", "version"), ("too long", "does not match"),
+])
+def test_read_shard_reports_corrupt_shards_by_name(tmp_path, how, message):
+    path = str(tmp_path / "fineweb_train_000001.bin")
+    P.write_shard(path, np.arange(100, dtype=np.uint16))
+    corrupt(path, how)
+    with pytest.raises(P.ShardError) as error:
+        P.read_shard(path)
+    assert path in str(error.value) and message in str(error.value)
+
+
+def test_read_shard_missing_file(tmp_path):
+    path = str(tmp_path / "nope.bin")
+    with pytest.raises(ValueError) as error:  # ShardError is a ValueError
+        P.read_shard(path)
+    assert isinstance(error.value, P.ShardError) and path in str(error.value)
+
+
+def test_import_is_cheap():
+    code = "import sys, prepare_fineweb; print(sorted({'datasets', 'tiktoken', 'torch'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]"
+
+# -----------------------------------------------------------------------------
+# round trips
+
+def test_round_trip_on_corpus_documents(tmp_path, enc):
+    texts = corpus_texts(300)
+    write_parquet(tmp_path / "000.parquet", texts[:150], id=[str(i) for i in range(150)])
+    write_parquet(tmp_path / "001.parquet", texts[150:], id=[str(i) for i in range(150, 300)])
+    expected = expected_tokens(enc, texts)
+    shard_size = len(expected) // 3 - 7  # 4 shards, boundaries inside documents
+    out = tmp_path / "out"
+    prepare("--data_files", tmp_path / "*.parquet", "--out_dir", out, "--shard_size", shard_size, "--num_proc", 2)
+    assert shards_in(out) == ["fineweb_val_000000.bin", "fineweb_train_000001.bin",
+                              "fineweb_train_000002.bin", "fineweb_train_000003.bin"]
+    sizes = [len(P.read_shard(out / name)) for name in shards_in(out)]
+    assert sizes == [shard_size] * 3 + [len(expected) - 3 * shard_size]
+    np.testing.assert_array_equal(read_all(out), expected)
+    # a document crosses each boundary: the next shard does not start with a document
+    assert all(P.read_shard(out / f"fineweb_train_00000{i}.bin")[0] != P.EOT for i in (1, 2, 3))
+
+
+def test_edge_cases_jsonl(tmp_path, enc):
+    long_doc = "A long document that does not fit in one shard. " * 300
+    texts = ["", "héllo wörld — ✓ 日本語 🙂", "a literal <|endoftext|> is plain text", long_doc, "\n\n", "end"]
+    with open(tmp_path / "docs.jsonl", "w") as f:
+        for text in texts:
+            f.write(json.dumps({"text": text, "id": "x"}) + "\n")
+        f.write(json.dumps({"text": None, "id": "null"}) + "\n")  # a missing text is an empty document
+    out = tmp_path / "out"
+    prepare("--data_files", tmp_path / "docs.jsonl", "--out_dir", out, "--shard_size", 1000, "--num_proc", 1)
+    expected = expected_tokens(enc, texts + [""])
+    assert len(enc.encode_ordinary(long_doc)) > 1000
+    assert enc.encode_ordinary("<|endoftext|>") != [P.EOT]
+    np.testing.assert_array_equal(read_all(out), expected)
+    n = -(-len(expected) // 1000)
+    assert n > 2 and shards_in(out) == ["fineweb_val_000000.bin"] + [f"fineweb_train_{i:06d}.bin" for i in range(1, n)]
+
+
+def test_txt_files_with_bad_bytes_and_empty_files(tmp_path, enc):
+    files = {"a.txt": "First document.\nSecond line.\n".encode(),
+             "b.txt": b"bytes that are not UTF-8: \xff\xfe\xc3( and then fine text",
+             "c.txt": b""}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    out = tmp_path / "out"
+    prepare("--data_files", tmp_path / "*.txt", "--out_dir", out, "--num_proc", 1)
+    texts = [data.decode("utf-8", errors="replace") for _, data in sorted(files.items())]
+    assert shards_in(out) == ["fineweb_val_000000.bin"]
+    np.testing.assert_array_equal(read_all(out), expected_tokens(enc, texts))
+
+
+def test_max_tokens(tmp_path, enc):
+    texts = corpus_texts(50)
+    write_parquet(tmp_path / "docs.parquet", texts)
+    expected = expected_tokens(enc, texts)
+    assert len(expected) > 2500
+    out = tmp_path / "out"
+    prepare("--data_files", tmp_path / "docs.parquet", "--out_dir", out, "--shard_size", 1000,
+            "--max_tokens", 2500, "--num_proc", 2)
+    assert [len(P.read_shard(out / name)) for name in shards_in(out)] == [1000, 1000, 500]
+    np.testing.assert_array_equal(read_all(out), expected[:2500])
+
+
+def test_existing_shards_are_refused_then_replaced_with_overwrite(tmp_path, enc):
+    texts = corpus_texts(20)
+    write_parquet(tmp_path / "docs.parquet", texts)
+    out = tmp_path / "out"
+    prepare("--data_files", tmp_path / "docs.parquet", "--out_dir", out, "--shard_size", 500, "--num_proc", 1)
+    assert len(shards_in(out)) > 2
+    before = {name: (out / name).read_bytes() for name in shards_in(out)}
+
+    result = run_script("--data_files", tmp_path / "docs.parquet", "--out_dir", out)
+    assert_one_line_error(result, str(out), "--overwrite")
+    assert {name: (out / name).read_bytes() for name in shards_in(out)} == before  # untouched
+
+    prepare("--data_files", tmp_path / "docs.parquet", "--out_dir", out, "--overwrite", "--num_proc", 1)
+    assert shards_in(out) == ["fineweb_val_000000.bin"]  # the old train shards are gone, not mixed in
+    np.testing.assert_array_equal(read_all(out), expected_tokens(enc, texts))
+
+
+def test_help_documents_the_overwrite_rule(capsys):
+    with pytest.raises(SystemExit) as exit:
+        P.main(["--help"])
+    assert exit.value.code == 0
+    assert "--overwrite" in capsys.readouterr().out
+
+# -----------------------------------------------------------------------------
+# bad input: a one-line error naming the culprit, a non-zero exit, no traceback
+
+def test_no_file_matches(tmp_path):
+    pattern = str(tmp_path / "missing" / "*.parquet")
+    assert_one_line_error(run_script("--data_files", pattern, "--out_dir", tmp_path / "out"), pattern, "--data_files")
+
+
+def test_unsupported_file_kind(tmp_path):
+    (tmp_path / "docs.csv").write_text("text\nhello\n")
+    result = run_script("--data_files", tmp_path / "*.csv", "--out_dir", tmp_path / "out")
+    assert_one_line_error(result, ".csv", "--data_files")
+
+
+def test_no_text_column(tmp_path):
+    pq.write_table(pa.table({"content": ["a", "b"], "id": ["1", "2"]}), tmp_path / "docs.parquet")
+    result = run_script("--data_files", tmp_path / "docs.parquet", "--out_dir", tmp_path / "out")
+    assert_one_line_error(result, "'text'", "content, id")
+
+
+@pytest.mark.parametrize("name", ["empty.parquet", "empty.jsonl"])
+def test_empty_dataset(tmp_path, name):
+    if name.endswith(".parquet"):
+        write_parquet(tmp_path / name, [])
+    else:
+        (tmp_path / name).write_text("")
+    result = run_script("--data_files", tmp_path / name, "--out_dir", tmp_path / "out")
+    assert_one_line_error(result, "empty", str(tmp_path / name))
+    assert not glob.glob(str(tmp_path / "out" / "*"))
+
+
+def test_unwritable_out_dir(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "a_file" / "out"  # unwritable even for root, unlike a chmod-ed folder
+    write_parquet(tmp_path / "docs.parquet", ["hello"])
+    result = run_script("--data_files", tmp_path / "docs.parquet", "--out_dir", out)
+    assert_one_line_error(result, "--out_dir", str(out))
+
+
+def test_tokenizer_unavailable_offline(tmp_path):
+    write_parquet(tmp_path / "docs.parquet", ["hello"])
+    env = dict(os.environ, TIKTOKEN_CACHE_DIR=str(tmp_path / "empty_cache"))
+    # an unreachable proxy makes the download fail at once, also on a machine with internet
+    env.update(HTTPS_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", NO_PROXY="", no_proxy="")
+    result = run_script("--data_files", tmp_path / "docs.parquet", "--out_dir", tmp_path / "out", env=env)
+    assert_one_line_error(result, "TIKTOKEN_CACHE_DIR", "r50k_base")
+
+
+@pytest.mark.skipif(not os.environ.get("TIKTOKEN_CACHE_DIR"), reason="needs the tokenizer in TIKTOKEN_CACHE_DIR")
+def test_offline_run_touches_no_network(tmp_path, enc):
+    write_parquet(tmp_path / "docs.parquet", ["hello world", "offline"])
+    # any DNS lookup or connection ends the process at once, with status 99
+    code = ("import os, socket, sys; import prepare_fineweb\n"
+            "def no_network(*args, **kwargs): os._exit(99)\n"
+            "socket.getaddrinfo = socket.socket.connect = no_network\n"
+            "prepare_fineweb.main(sys.argv[1:])")
+    result = subprocess.run([sys.executable, "-c", code, "--data_files", str(tmp_path / "docs.parquet"),
+                             "--out_dir", str(tmp_path / "out"), "--num_proc", "1"],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(read_all(tmp_path / "out"), expected_tokens(enc, ["hello world", "offline"]))
