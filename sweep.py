@@ -1,0 +1,563 @@
+"""
+Run a grid of train.py runs, one after another, and summarize their result.json files.
+
+The grid is method x lr x c x kappa x schedule x seed; every axis is optional and an
+axis that is not given is left to the config files and train.py's defaults. Each run
+writes to its own folder, named from its setting, under --out:
+
+    runs/cpu/adamw_lr0.001_seed0
+    runs/cpu/ema_lr0.001_k0.2_seed0
+    runs/cpu/pace_lr0.001_c0.15_k0.2_seed0
+
+Which axes apply to which method:
+- c (lambda_pullback) is PACE's alone, so adamw and ema runs are not multiplied by it.
+- kappa (ema_kappa) sets the EMA schedule, and both ema and pace return that EMA. The
+  EMA baseline is therefore run at every kappa PACE is run at: each PACE run has a
+  baseline with identical averaging, so the comparison isolates the pullback.
+  adamw returns the last iterate and ignores kappa.
+
+Resuming: a run whose result.json says "completed" is skipped, so an interrupted sweep
+picks up where it stopped. Any other run (running, failed, unparsable, missing) is
+run again: from its ckpt.pt when there is one, from scratch otherwise. Both pass
+--resume=True when the folder holds a ckpt.pt or result.json, because train.py refuses
+to overwrite a run and resumes one without a checkpoint from step 0.
+--skip_failed leaves failed runs alone (for example runs that diverged at a large lr,
+which a rerun would only reproduce). A folder that holds a run made with different
+values for the settings this sweep passes is an error rather than silently reused.
+
+Every command is printed exactly as it is run; --dry_run only prints them, as a shell
+script (status lines are comments), so a cluster sweep can be reviewed or dispatched.
+Settings given as --key=value that are not options of this script are passed through
+to every run.
+
+Examples:
+
+    # CPU: the three methods, a small lr x c grid, three seeds; --max_steps=160 passes through
+    python sweep.py run --config configs/cpu.py --lr 1e-3,3e-3 --c 0.15,0.3 --kappa 0.2 \\
+        --seed 0,1,2 --out runs/cpu --max_steps=160
+    python sweep.py summarize runs/cpu          # markdown table + runs/cpu/loss_vs_lr.png
+
+    # the GPT-2 124M FineWeb sweep, each run on 8 GPUs (print the commands only)
+    python sweep.py run --config 'configs/{method}.py' --lr 6e-4,1.2e-3,2.4e-3 \\
+        --c 0.15 --kappa 0.2 --schedule cos,wsd --seed 0 --nproc_per_node 8 \\
+        --out runs/gpt2 --dry_run
+
+'{method}' in a --config path is replaced by each run's method.
+"""
+
+import argparse
+import ast
+import itertools
+import json
+import math
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+METHODS = ("adamw", "ema", "pace")
+SCHEDULES = ("const", "cos", "wsd")
+# train.py settings this script sets itself; passing them through would fight the grid
+CONTROLLED = {"optimizer": "--method", "lambda_pullback": "--c", "ema_kappa": "--kappa",
+              "out_dir": "--out", "resume": "(set by the sweep)"}
+# config keys that are not part of a setting: what tells methods and their variants apart,
+# the seed (averaged over), and the run's own folder
+NOT_SETTING = {"optimizer", "lambda_pullback", "ema_kappa", "seed", "out_dir", "resume"}
+SYMBOL = {"lambda_pullback": "c", "ema_kappa": "κ"}
+TRAIN_PY = Path(__file__).resolve().parent / "train.py"
+UNSET = object()  # an axis that is not swept (None is a value: ema_kappa=None)
+
+
+class SweepError(Exception):
+    """Bad input or an inconsistent run folder: reported as one line, exit code 1."""
+
+
+# -----------------------------------------------------------------------------
+# the grid
+
+def parse_list(text, arg, check):
+    """'1e-3,3e-3' -> [0.001, 0.003]; every value must pass check(value) -> error or None."""
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        try:
+            value = ast.literal_eval(item)
+        except (ValueError, SyntaxError):
+            value = item  # bare words such as cos
+        problem = check(value)
+        if problem:
+            raise SweepError(f"{arg}: {item!r} {problem}")
+        values.append(value)
+    if len(set(map(repr, values))) != len(values):
+        raise SweepError(f"{arg}: repeated value in {text!r}")
+    return values
+
+
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def one_of(choices):
+    return lambda v: None if v in choices else f"is not one of {', '.join(choices)}"
+
+
+def number_at_least(low, strict=False, allow_none=False):
+    def check(v):
+        if allow_none and v is None:
+            return None
+        if is_number(v) and (v > low if strict else v >= low):
+            return None
+        return ("is not None or " if allow_none else "is not ") + f"a number {'>' if strict else '>='} {low}"
+    return check
+
+
+def is_seed(v):
+    return None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "is not an integer >= 0"
+
+
+CHECKS = {  # grid argument -> the check of each of its values
+    "method": one_of(METHODS),
+    "lr": number_at_least(0, strict=True),
+    "c": number_at_least(0, strict=True),  # c = 0 is the ema method
+    "kappa": number_at_least(0, allow_none=True),
+    "schedule": one_of(SCHEDULES),
+    "seed": is_seed,
+}
+
+
+def fmt(v):
+    """A value as it appears in folder names and tables: 0.001, 1e-05, cos, None."""
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def expand_grid(grid):
+    """grid: {arg: [values]} for the swept axes -> [{train.py key: value}] in run order.
+
+    Seeds vary slowest and methods fastest, so a sweep cut short has compared all
+    methods on the first seeds rather than finished one method.
+    """
+    axis = lambda arg: grid.get(arg, [UNSET])
+    runs = []
+    for seed, schedule, lr, method in itertools.product(
+            axis("seed"), axis("schedule"), axis("lr"), grid.get("method", list(METHODS))):
+        cs = axis("c") if method == "pace" else [UNSET]
+        kappas = axis("kappa") if method in ("ema", "pace") else [UNSET]
+        for c, kappa in itertools.product(cs, kappas):
+            values = {"optimizer": method, "lr": lr, "lambda_pullback": c, "ema_kappa": kappa,
+                      "schedule": schedule, "seed": seed}
+            runs.append({k: v for k, v in values.items() if v is not UNSET})
+    return runs
+
+
+def run_name(setting):
+    """pace_lr0.001_c0.15_k0.2_cos_seed0: only the swept axes appear."""
+    parts = [setting["optimizer"]]
+    for key, prefix in (("lr", "lr"), ("lambda_pullback", "c"), ("ema_kappa", "k"), ("schedule", ""), ("seed", "seed")):
+        if key in setting:
+            parts.append(prefix + fmt(setting[key]))
+    return "_".join(parts)
+
+
+# -----------------------------------------------------------------------------
+# planning: which runs to skip, resume or start
+
+def parse_overrides(extra):
+    """Pass-through tokens '--key=value' -> {key: value string}, in order."""
+    overrides = {}
+    for token in extra:
+        match = re.fullmatch(r"--([A-Za-z_]\w*)=(.*)", token, re.S)
+        if not match:
+            raise SweepError(f"unrecognized argument {token!r}: train.py settings pass through as --key=value")
+        key, value = match.groups()
+        if key in CONTROLLED:
+            raise SweepError(f"--{key} is set by the sweep: use {CONTROLLED[key]}")
+        overrides[key] = value
+    return overrides
+
+
+def literal(text):
+    """A command-line value the way train.py reads it: a Python literal, else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def same_value(a, b):
+    as_json = lambda v: json.loads(json.dumps(v))  # (0.9, 0.95) and [0.9, 0.95] are the same setting
+    try:
+        return as_json(a) == as_json(b)
+    except (TypeError, ValueError):
+        return a == b
+
+
+def read_result(path):
+    """-> (dict, None) for a parsable result.json, (None, reason) otherwise."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, ValueError) as e:
+        return None, f"{type(e).__name__}: {e}"
+    if not isinstance(result, dict) or not isinstance(result.get("summary"), dict) \
+            or not isinstance(result.get("config"), dict):
+        return None, "no 'config' and 'summary' objects"
+    return result, None
+
+
+def plan_run(out_dir, wanted, skip_failed):
+    """-> 'skip' | 'skip-failed' | 'resume' | 'restart' | 'start' for the run in out_dir.
+
+    wanted: the settings the sweep passes; a result made with other values is an error,
+    because skipping or resuming it would report numbers from a different command.
+    """
+    result_path = out_dir / "result.json"
+    result, _ = read_result(result_path)
+    if result is not None:
+        stale = [f"{k}={result['config'].get(k)!r} (this sweep: {v!r})"
+                 for k, v in wanted.items() if not same_value(result["config"].get(k), v)]
+        if stale:
+            raise SweepError(f"{out_dir} holds a run made with {', '.join(stale)}: use another --out or remove it")
+        status = result["summary"].get("status")
+        if status == "completed":
+            return "skip"
+        if status == "failed" and skip_failed:
+            return "skip-failed"
+    if (out_dir / "ckpt.pt").exists():
+        return "resume"
+    # train.py refuses a folder that holds a run unless told to resume, and resuming
+    # without a checkpoint starts from step 0: a restart also passes --resume=True
+    return "restart" if result_path.exists() else "start"
+
+
+def config_files(configs, method):
+    files = [c.replace("{method}", method) for c in configs]
+    for f in files:
+        if not Path(f).is_file():
+            raise SweepError(f"--config: no file {f}")
+    return files
+
+
+def train_command(setting, out_dir, configs, overrides, nproc_per_node, resume):
+    """The exact train.py command of one run."""
+    if nproc_per_node:  # torch.distributed.run is torchrun, run by this interpreter
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}"]
+    else:
+        launcher = [sys.executable]
+    train_py = os.path.relpath(TRAIN_PY)
+    cmd = launcher + [train_py] + config_files(configs, setting["optimizer"])
+    cmd += [f"--{k}={v!r}" if not isinstance(v, str) else f"--{k}={v}" for k, v in setting.items()]
+    cmd += [f"--{k}={v}" for k, v in overrides.items()]
+    cmd.append(f"--out_dir={out_dir}")
+    if resume:
+        cmd.append("--resume=True")
+    return cmd
+
+
+def plan(args, extra):
+    """-> [(name, action, command or None)] for every run of the grid."""
+    grid = {arg: parse_list(getattr(args, arg), f"--{arg}", CHECKS[arg])
+            for arg in CHECKS if getattr(args, arg) is not None}
+    overrides = parse_overrides(extra)
+    wanted_extra = {k: literal(v) for k, v in overrides.items()}
+    out = Path(args.out)
+    steps = []
+    for setting in expand_grid(grid):
+        name = run_name(setting)
+        out_dir = out / name
+        action = plan_run(out_dir, {**setting, **wanted_extra}, args.skip_failed)
+        cmd = None if action.startswith("skip") else train_command(
+            setting, out_dir, args.config, overrides, args.nproc_per_node, resume=action in ("resume", "restart"))
+        steps.append((name, action, cmd))
+    return steps
+
+
+ACTIONS = {  # what the sweep does with a run -> why, as printed
+    "skip": "complete",
+    "skip-failed": "failed, left alone (--skip_failed)",
+    "resume": "unfinished: continues from its ckpt.pt",
+    "restart": "unfinished, no ckpt.pt: from step 0",
+    "start": "new",
+}
+
+
+def run(args, extra):
+    steps = plan(args, extra)
+    counts = ", ".join(f"{sum(a == action for _, a, _ in steps)} {action}" for action in ACTIONS)
+    print(f"# sweep of {len(steps)} runs in {args.out}: {counts}")
+    failed = []
+    for i, (name, action, cmd) in enumerate(steps, 1):
+        print(f"# [{i}/{len(steps)}] {action} {name}: {ACTIONS[action]}", flush=True)
+        if cmd is None:
+            continue
+        print(shlex.join(cmd), flush=True)
+        if not args.dry_run and subprocess.run(cmd).returncode != 0:
+            failed.append(name)
+            print(f"# {name} exited with an error; going on with the next run", flush=True)
+    if failed:
+        print(f"sweep.py: {len(failed)} run(s) exited with an error: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -----------------------------------------------------------------------------
+# summarizing result.json files
+
+def load_results(folder):
+    """-> (complete, incomplete) over every result.json under folder.
+
+    complete: {"method", "variant", "setting", "loss"} per completed run with a loss;
+    incomplete: {"run", "status", "detail", "method"} per other run (running, failed,
+    unparsable, or completed without a finite final_val_loss), to be reported.
+    """
+    paths = sorted(Path(folder).rglob("result.json"))
+    if not paths:
+        raise SweepError(f"summarize: no result.json under {folder}")
+    complete, incomplete = [], []
+    for path in paths:
+        run = str(path.parent.relative_to(folder))
+        result, problem = read_result(path)
+        if result is None:
+            incomplete.append({"run": run, "status": "unparsable", "detail": problem, "method": None})
+            continue
+        config, summary = result["config"], result["summary"]
+        method, status, loss = config.get("optimizer"), summary.get("status"), summary.get("final_val_loss")
+        if status != "completed":
+            detail = describe_incomplete(result)
+        elif not is_number(loss):
+            detail = f"final_val_loss is {loss!r}"
+        elif method is None:
+            detail = "config has no 'optimizer'"
+        else:
+            complete.append({
+                "method": method,
+                "variant": tuple((k, config.get(k)) for k in method_keys(method)),
+                "setting": {k: v for k, v in config.items() if k not in NOT_SETTING},
+                "loss": float(loss),
+            })
+            continue
+        incomplete.append({"run": run, "status": str(status), "detail": detail, "method": method})
+    return complete, incomplete
+
+
+def method_keys(method):
+    """The keys that tell one variant of a method from another (see the module docstring)."""
+    return {"pace": ("lambda_pullback", "ema_kappa"), "ema": ("ema_kappa",)}.get(method, ())
+
+
+def describe_incomplete(result):
+    summary, logs = result["summary"], result.get("eval_logs") or []
+    if summary.get("status") == "failed":
+        return " ".join(str(summary.get("error", "no error message")).split())[:160]
+    if logs and isinstance(logs[-1], dict):
+        last = logs[-1].get("val_loss")
+        return f"last eval at step {logs[-1].get('step')}: val_loss " + (f"{last:.4f}" if is_number(last) else repr(last))
+    return "no evaluation yet"
+
+
+def hashable(v):
+    return json.dumps(v, sort_keys=True)
+
+
+def sort_key(values):
+    # numbers before strings, so that rows run 1e-4, 3e-4, 1e-3 and mixed types still sort
+    return tuple((0, v, "") if is_number(v) else (1, 0, hashable(v)) for v in values)
+
+
+def mean_std(xs):
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None), len(xs)
+
+
+def fmt_loss(mean, std, n):
+    return f"{mean:.4f} ± {std:.4f} (n={n})" if std is not None else f"{mean:.4f} (n={n})"
+
+
+def variant_label(variant):
+    return " ".join(f"{SYMBOL.get(k, k)}={fmt(v)}" for k, v in variant)
+
+
+def group(complete):
+    """-> (columns, {setting: {method: {variant: (mean, std, n)}}}), settings in table order.
+
+    columns: the setting keys shown: lr and schedule, and every other key that differs
+    between runs. Keys left out are common to all runs, so grouping on the shown ones
+    never pools runs of different settings.
+    """
+    keys = sorted({k for r in complete for k in r["setting"]})
+    varying = [k for k in keys if len({hashable(r["setting"].get(k)) for r in complete}) > 1]
+    columns = [k for k in ("lr", "schedule") if k in keys] + [k for k in varying if k not in ("lr", "schedule")]
+    settings, losses = {}, {}
+    for r in complete:
+        shown = tuple(r["setting"].get(k) for k in columns)
+        key = tuple(map(hashable, shown))  # values may be lists: hash their JSON
+        settings[key] = shown
+        losses.setdefault(key, {}).setdefault(r["method"], {}).setdefault(r["variant"], []).append(r["loss"])
+    table = {}
+    for key in sorted(losses, key=lambda k: sort_key(settings[k])):
+        table[settings[key]] = {m: {v: mean_std(xs) for v, xs in variants.items()}
+                                for m, variants in losses[key].items()}
+    return columns, table
+
+
+def best(variants):
+    """The variant with the lowest mean loss -> (variant, (mean, std, n))."""
+    return min(variants.items(), key=lambda item: item[1][0])
+
+
+def pace_vs_baseline(pace_stats, methods):
+    """PACE's mean minus the best baseline's (adamw, or ema at its best kappa), with its standard error."""
+    baselines = [(m, best(methods[m])) for m in ("adamw", "ema") if m in methods]
+    if not baselines:
+        return "–"
+    name, (_, (mean, std, n)) = min(baselines, key=lambda item: item[1][1][0])
+    pm, ps, pn = pace_stats
+    diff = f"{pm - mean:+.4f}"
+    if ps is not None and std is not None:
+        diff += f" ± {math.sqrt(ps ** 2 / pn + std ** 2 / n):.4f}"
+    return f"{diff} vs {name}"
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_tables(complete, incomplete):
+    """The markdown report: per setting the best variant of each method, every variant
+    when there was a choice, and the runs that are not in the tables."""
+    out = []
+    if complete:
+        columns, table = group(complete)
+        # a method whose runs all failed still gets its column, of dashes
+        seen = {r["method"] for r in complete + incomplete if r["method"] is not None}
+        methods = [m for m in METHODS if m in seen] + sorted(seen - set(METHODS))
+        main, detail, selected = [], [], False
+        for shown, block in table.items():
+            cells = [fmt(v) for v in shown]
+            for m in methods:
+                if m not in block:
+                    cells.append("–")
+                    continue
+                variant, stats = best(block[m])
+                selected |= len(block[m]) > 1
+                label = variant_label(variant)
+                cells.append(fmt_loss(*stats) + (f" [{label}]" if label else ""))
+            cells.append(pace_vs_baseline(best(block["pace"])[1], block) if "pace" in block else "–")
+            main.append(cells)
+            for m in methods:
+                for variant, stats in sorted(block.get(m, {}).items(), key=lambda item: sort_key([v for _, v in item[0]])):
+                    detail.append([fmt(v) for v in shown] + [m, variant_label(variant) or "–", fmt_loss(*stats),
+                                   pace_vs_baseline(stats, block) if m == "pace" else ""])
+        out.append("Final validation loss of the returned model, mean ± std over seeds (n runs); "
+                   "lower is better. Δ = PACE − best baseline (± standard error of the difference).\n")
+        out.append(markdown_table(columns + methods + ["Δ PACE − best baseline"], main))
+        if selected:
+            out.append("\nEach cell above is the method's best variant in that setting; picking the best of "
+                       "several variants favours the method with more of them. Every variant:\n")
+            out.append(markdown_table(columns + ["method", "variant", "final val loss", "Δ PACE − best baseline"], detail))
+    else:
+        out.append("No complete runs.")
+    if incomplete:
+        out.append(f"\nRuns not in the tables ({len(incomplete)}):\n")
+        out.append(markdown_table(["run", "status", "detail"], [[r["run"], r["status"], r["detail"]] for r in incomplete]))
+    return "\n".join(out)
+
+
+def plot(complete, path):
+    """Final val loss against lr, one line per method (its best variant at each lr), one
+    panel per setting of the other keys. Returns False when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    columns, table = group(complete)
+    panels = {}
+    for shown, block in table.items():
+        row = dict(zip(columns, shown))
+        title = ", ".join(f"{k}={fmt(v)}" for k, v in row.items() if k != "lr")
+        for method, variants in block.items():
+            panels.setdefault(title, {}).setdefault(method, []).append((row.get("lr"), best(variants)[1]))
+    colors = {"adamw": "tab:gray", "ema": "tab:blue", "pace": "tab:red"}
+    names = {"adamw": "AdamW", "ema": "EMA (AdamW)", "pace": "PACE"}
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
+    for ax, (title, lines) in zip(axes[0], panels.items()):
+        for method in sorted(lines, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)):
+            points = sorted((lr, s) for lr, s in lines[method] if is_number(lr))
+            if not points:
+                continue
+            lrs = [lr for lr, _ in points]
+            means = [s[0] for _, s in points]
+            stds = [s[1] or 0.0 for _, s in points]
+            ax.errorbar(lrs, means, yerr=stds, marker="o", ms=4, capsize=3, lw=1.5,
+                        color=colors.get(method), label=names.get(method, method))
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("final val loss (returned model)")
+    axes[0][0].legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return True
+
+
+def summarize(args):
+    complete, incomplete = load_results(args.folder)
+    print(summary_tables(complete, incomplete))
+    if args.no_plot or not complete:
+        return 0
+    path = args.plot or str(Path(args.folder) / "loss_vs_lr.png")
+    if plot(complete, path):
+        print(f"\nplot: {path}", file=sys.stderr)
+    else:
+        print("\nmatplotlib is not installed: no plot (pip install matplotlib); the table above is complete",
+              file=sys.stderr)
+    return 0
+
+
+# -----------------------------------------------------------------------------
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", allow_abbrev=False, help="run (or print) the train.py runs of a grid",
+                       epilog="Any other --key=value is passed to every train.py run.")
+    r.add_argument("--method", help=f"comma list of {', '.join(METHODS)} (default: all three)")
+    r.add_argument("--lr", help="comma list of learning rates")
+    r.add_argument("--c", help="comma list of PACE pullback strengths (lambda_pullback); pace runs only")
+    r.add_argument("--kappa", help="comma list of EMA schedule exponents (ema_kappa); ema and pace runs")
+    r.add_argument("--schedule", help=f"comma list of {', '.join(SCHEDULES)}")
+    r.add_argument("--seed", help="comma list of seeds")
+    r.add_argument("--config", action="append", default=[], metavar="FILE",
+                   help="config file for every run, in order; '{method}' is replaced by the run's method")
+    r.add_argument("--out", default="runs/sweep", help="folder that holds one folder per run (default runs/sweep)")
+    r.add_argument("--nproc_per_node", type=int, default=0, help="run each run under torchrun with this many processes")
+    r.add_argument("--skip_failed", action="store_true", help="leave runs whose status is 'failed' alone")
+    r.add_argument("--dry_run", action="store_true", help="print the commands without running them")
+    s = sub.add_parser("summarize", allow_abbrev=False, help="tabulate (and plot) every result.json under a folder")
+    s.add_argument("folder")
+    s.add_argument("--plot", help="PNG to write (default FOLDER/loss_vs_lr.png)")
+    s.add_argument("--no_plot", action="store_true", help="do not plot")
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if args.command == "summarize":
+            if extra:
+                raise SweepError(f"summarize: unrecognized arguments {' '.join(extra)}")
+            return summarize(args)
+        if args.nproc_per_node < 0:
+            raise SweepError("--nproc_per_node must be >= 0")
+        return run(args, extra)
+    except SweepError as e:
+        print(f"sweep.py: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

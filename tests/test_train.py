@@ -1,0 +1,362 @@
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from model import GPT, GPTConfig
+from prepare_fineweb import write_shard
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VOCAB = 64
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", f"--vocab_size={VOCAB}", "--batch_size=4",
+        "--total_batch_size=256", "--lr=1e-2", "--warmup_steps=3", "--eval_tokens=2048", "--log_interval=4"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The models here are tiny: on shared cores a second thread only adds waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def markov_tokens(n, seed):
+    """A learnable stream: mostly the next token is (5 * token + 3) % VOCAB, sometimes a random one."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, VOCAB, n)
+    keep = rng.random(n) > 0.1
+    tokens = np.empty(n, dtype=np.uint16)
+    tokens[0] = noise[0]
+    for i in range(1, n):
+        tokens[i] = (5 * tokens[i - 1] + 3) % VOCAB if keep[i] else noise[i]
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A validation shard and two training shards of a synthetic token stream."""
+    d = tmp_path_factory.mktemp("data")
+    write_shard(str(d / "fineweb_val_000000.bin"), markov_tokens(8_000, seed=0))
+    write_shard(str(d / "fineweb_train_000001.bin"), markov_tokens(30_000, seed=1))
+    write_shard(str(d / "fineweb_train_000002.bin"), markov_tokens(30_000, seed=2))
+    return d
+
+
+def args_for(data_dir, out_dir, *extra):
+    return [f"--data_dir={data_dir}", f"--out_dir={out_dir}", *TINY, *extra]
+
+
+def run(data_dir, out_dir, *extra):
+    """Train in this process and return result.json."""
+    train.main(args_for(data_dir, out_dir, *extra))
+    return read_result(out_dir)
+
+
+def read_result(out_dir):
+    with open(os.path.join(out_dir, "result.json")) as f:
+        return json.load(f)
+
+
+def without_timings(result):
+    """result.json less what differs between two runs of the same training: the timings and the out_dir."""
+    summary = {k: v for k, v in result["summary"].items() if k not in ("wall_time", "tokens_per_s")}
+    config = {k: v for k, v in result["config"].items() if k != "out_dir"}
+    return {**result, "summary": summary, "config": config}
+
+
+def error_of(fn, *args):
+    """The one-line message that fn's SystemExit prints (exit status 1)."""
+    with pytest.raises(SystemExit) as e:
+        fn(*args)
+    assert isinstance(e.value.code, str) and "\n" not in e.value.code
+    return e.value.code
+
+
+# one thread, like this process (torchrun sets the same for its workers)
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def start(log, *command):
+    """command run in the repository, its output (stdout and stderr) going to the file log."""
+    with open(log, "w") as f:
+        proc = subprocess.Popen(command, cwd=REPO, env=SUBPROCESS_ENV, stdout=f, stderr=subprocess.STDOUT)
+    proc.log = log
+    return proc
+
+
+def finish(proc, timeout=240):
+    """proc's output once it has succeeded, or a failure that shows it."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # torchrun passes it on to its workers
+        proc.wait()
+        pytest.fail(f"{proc.args} still running after {timeout} s:\n{open(proc.log).read()[-3000:]}")
+    output = open(proc.log).read()
+    assert proc.returncode == 0, output[-3000:]
+    return output
+
+
+# settings
+
+def test_settings_from_files_and_arguments(tmp_path):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("import math as _math\nlr = 1\nn_layer = 3\nout_dir = 'out/a'\n")
+    b.write_text("lr = 2e-3\nbetas = [0.8, 0.9]\n")
+    cfg = train.load_settings([str(a), str(b), "--n_layer=5", "--out_dir=out/x", "--compile=False",
+                               "--ema_kappa=None", "--weight_decay=0", "--optimizer='ema'"])
+    assert (cfg.lr, cfg.n_layer, cfg.out_dir, cfg.betas) == (2e-3, 5, "out/x", (0.8, 0.9))
+    assert (cfg.compile, cfg.ema_kappa, cfg.weight_decay, cfg.optimizer) == (False, None, 0.0, "ema")
+    assert type(cfg.weight_decay) is float and train.load_settings([str(a)]).lr == 1.0
+    assert train.load_settings(["--out_dir=1e3"]).out_dir == "1e3"  # a string setting takes the text as it is
+
+
+def test_shipped_configs_compose(monkeypatch):
+    monkeypatch.chdir(REPO)
+    gpt2 = train.load_settings(["configs/pace.py"])  # the defaults are the GPT-2-124M recipe
+    assert (gpt2.n_layer, gpt2.n_embd, gpt2.block_size, gpt2.total_batch_size) == (12, 768, 1024, 524288)
+    assert (gpt2.optimizer, gpt2.lambda_pullback, gpt2.ema_kappa) == ("pace", 0.15, 0.2)
+    assert 18_000 <= gpt2.max_steps * gpt2.total_batch_size / 524288 <= 20_000
+    for method in ("adamw", "ema", "pace"):
+        cfg = train.load_settings(["configs/cpu.py", f"configs/{method}.py"])
+        train.check_settings(cfg)
+        assert cfg.optimizer == method and cfg.n_layer == 4 and cfg.total_batch_size % (cfg.batch_size * cfg.block_size) == 0
+    assert train.load_settings(["configs/pace.py", "configs/adamw.py"]).optimizer == "adamw"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nope=1"], "unknown setting 'nope' (--nope=1); valid settings: data_dir, out_dir, resume"),
+    (["--lr=fast"], "lr must be float, got 'fast'"),
+    (["--n_layer=2.5"], "n_layer must be int, got 2.5"),
+    (["--compile=1"], "compile must be bool | None, got 1"),
+    (["--betas=(0.9,)"], "betas must be tuple[float, float], got (0.9,)"),
+    (["--lr"], "--lr: expected --key=value"),
+    (["no/such/config.py"], "config file no/such/config.py not found"),
+    (["--optimizer=sgd"], "optimizer must be one of adamw, ema, pace, got 'sgd'"),
+    (["--schedule=linear"], "schedule must be one of const, cos, wsd"),
+    (["--n_head=5"], "n_embd (768) must be a multiple of n_head (5)"),
+    (["--max_steps=0"], "max_steps must be positive"),
+    (["--grad_clip=-1"], "grad_clip must not be negative, got -1.0"),
+    (["--decay_frac=0"], "decay_frac must be in (0, 1], got 0.0"),
+    (["--optimizer=pace", "--lambda_pullback=0"], "optimizer=pace needs lambda_pullback > 0"),
+])
+def test_settings_errors(args, message):
+    assert message in error_of(lambda: train.check_settings(train.load_settings(args)))
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("learning_rate = 1e-3\n")
+    assert f"unknown setting 'learning_rate' ({bad})" in error_of(train.load_settings, [str(bad)])
+    bad.write_text("max_steps = '100'\n")
+    assert f"max_steps must be int, got '100' ({bad})" in error_of(train.load_settings, [str(bad)])
+
+
+def test_total_batch_size_must_divide(data_dir, tmp_path):
+    message = error_of(train.main, args_for(data_dir, tmp_path / "out", "--total_batch_size=200"))
+    assert "total_batch_size (200) must be a multiple of batch_size * block_size * processes = 4 * 32 * 1 = 128" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_optimizer_argument_is_named(data_dir, tmp_path):
+    assert "ema_gamma" in error_of(train.main, args_for(data_dir, tmp_path / "out", "--ema_gamma=-1", "--max_steps=1"))
+
+
+def test_help_lists_the_settings(capsys):
+    train.main(["--help"])
+    out = capsys.readouterr().out
+    assert "python train.py configs/pace.py" in out and "total_batch_size: int = 524288" in out
+
+
+def test_command_line_error_exits_nonzero():
+    p = subprocess.run([sys.executable, "train.py", "--nope=1"], cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.startswith("train.py: error: unknown setting 'nope'")
+    assert p.stderr.count("\n") == 1
+
+
+# schedule
+
+def test_learning_rate_schedules():
+    cfg = train.Settings(lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1, decay_frac=0.5)
+    lrs = {s: [train.get_lr(t, train.Settings(**{**cfg.__dict__, "schedule": s})) for t in range(110)]
+           for s in ("const", "cos", "wsd")}
+    for lr in lrs.values():
+        assert lr[:10] == pytest.approx([(t + 1) / 10 for t in range(10)])
+    assert lrs["const"][10:] == [1.0] * 100
+    assert lrs["cos"][10] == 1.0 and lrs["cos"][60] == pytest.approx(0.55) and 0.1 < lrs["cos"][-1] < 0.101
+    assert lrs["wsd"][10:55] == [1.0] * 45 and lrs["wsd"][55] == 1.0 and lrs["wsd"][-1] == pytest.approx(0.1 + 0.9 / 55)
+    assert all(a >= b for a, b in zip(lrs["wsd"][10:], lrs["wsd"][11:]))
+
+
+# data
+
+def test_global_batches_do_not_depend_on_the_number_of_processes(data_dir):
+    T = 32
+
+    def global_batches(batch_size, grad_accum_steps, world_size, n):
+        loaders = [train.DataLoader(str(data_dir), batch_size, T, grad_accum_steps, r, world_size) for r in range(world_size)]
+        batches = []
+        for _ in range(n):
+            parts = [loader.next_batch() for loader in loaders]  # parts[r][a]
+            chunks = [parts[r][a] for a in range(grad_accum_steps) for r in range(world_size)]
+            assert all(len(c) == batch_size * T + 1 for c in chunks)
+            assert all(torch.equal(c[-1:], d[:1]) for c, d in zip(chunks, chunks[1:]))  # contiguous shares
+            batches.append(torch.cat([c[:-1] for c in chunks] + [chunks[-1][-1:]]))
+        return batches
+
+    # 16 sequences of 32 tokens per step: 117 global batches fit in the 60,000 tokens, the 59th spans both shards
+    one = global_batches(16, 1, 1, 120)
+    stream = np.concatenate([np.fromfile(data_dir / f, dtype="<u2", offset=1024)
+                             for f in ("fineweb_train_000001.bin", "fineweb_train_000002.bin")])
+    assert torch.equal(one[58], torch.from_numpy(stream[58 * 512:59 * 512 + 1].astype(np.int64)))
+    assert torch.equal(one[117], one[0])  # the second pass starts over
+    for batch_size, grad_accum_steps, world_size in ((4, 2, 2), (8, 2, 1), (2, 2, 4), (16, 1, 1)):
+        assert all(torch.equal(a, b) for a, b in zip(one, global_batches(batch_size, grad_accum_steps, world_size, 120)))
+
+
+def test_missing_or_corrupt_shards_are_named(data_dir, tmp_path):
+    broken = tmp_path / "data"
+    shutil.copytree(data_dir, broken)
+    train_shard = broken / "fineweb_train_000002.bin"
+    with open(train_shard, "r+b") as f:
+        f.write(np.array([12345], dtype="<i4").tobytes())  # a wrong magic number
+    message = error_of(train.main, args_for(broken, tmp_path / "a", "--max_steps=1"))
+    assert str(train_shard) in message and "magic" in message
+    train_shard.unlink()
+    os.truncate(broken / "fineweb_val_000000.bin", 3000)
+    message = error_of(train.main, args_for(broken, tmp_path / "b", "--max_steps=1"))
+    assert str(broken / "fineweb_val_000000.bin") in message
+    (broken / "fineweb_val_000000.bin").unlink()
+    assert str(broken / "fineweb_val_000000.bin") in error_of(train.main, args_for(broken, tmp_path / "c", "--max_steps=1"))
+    message = error_of(train.main, args_for(tmp_path / "empty", tmp_path / "d", "--max_steps=1"))
+    assert "no training shards" in message and "empty" in message
+
+
+def test_too_few_validation_tokens(data_dir, tmp_path):
+    message = error_of(train.main, args_for(data_dir, tmp_path / "out", "--eval_tokens=8192", "--max_steps=1"))
+    assert "fineweb_val_000000.bin holds 8000 tokens, fewer than eval_tokens + 1 = 8193" in message
+
+
+# training
+
+def test_each_method_trains(data_dir, tmp_path):
+    results = {m: run(data_dir, tmp_path / m, f"--optimizer={m}", "--max_steps=24", "--eval_interval=12", "--ckpt_interval=12")
+               for m in ("adamw", "ema", "pace")}
+    for method, r in results.items():
+        s = r["summary"]
+        assert s["status"] == "completed" and s["steps"] == 24 and s["tokens_seen"] == 24 * 256
+        losses = [log["loss"] for log in r["step_logs"]]
+        assert [log["step"] for log in r["step_logs"]] == list(range(1, 25))
+        assert losses[0] == pytest.approx(math.log(VOCAB), abs=0.1) and s["final_train_loss"] < losses[0] - 1.5
+        assert [e["step"] for e in r["eval_logs"]] == [12, 24]
+        assert r["eval_logs"][1]["val_loss"] < r["eval_logs"][0]["val_loss"] < math.log(VOCAB) - 1
+        assert s["final_val_loss"] == r["eval_logs"][-1]["val_loss"]
+        assert s["vanilla_val_loss"] == r["eval_logs"][-1]["vanilla_val_loss"]
+        if method == "adamw":
+            assert s["ema_val_loss"] is None and s["final_val_loss"] == s["vanilla_val_loss"]
+        else:
+            assert s["ema_val_loss"] is not None and s["final_val_loss"] == s["ema_val_loss"] != s["vanilla_val_loss"]
+        ckpt = torch.load(tmp_path / method / "ckpt.pt")
+        assert ckpt["step"] == 24 and ckpt["data_pos"] == 24 * 256 and ckpt["config"]["optimizer"] == method
+        model = GPT(GPTConfig(block_size=32, vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=32))
+        model.load_state_dict(ckpt["model"])
+    # the EMA baseline trains exactly like AdamW: only the returned model differs
+    for a, e in zip(results["adamw"]["step_logs"], results["ema"]["step_logs"]):
+        assert a["loss"] == pytest.approx(e["loss"], rel=1e-6)
+    assert results["adamw"]["summary"]["vanilla_val_loss"] == pytest.approx(results["ema"]["summary"]["vanilla_val_loss"], rel=1e-6)
+    assert results["pace"]["step_logs"][-1]["loss"] != results["ema"]["step_logs"][-1]["loss"]
+
+
+def test_two_processes_match_one(data_dir, tmp_path):
+    common = ["--optimizer=pace", "--max_steps=8", "--eval_interval=4", "--ckpt_interval=8"]
+    out = finish(start(tmp_path / "log", os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone",
+                       "--nproc_per_node=2", "train.py", *args_for(data_dir, tmp_path / "two", *common)))
+    assert "2 process(es) on cpu, 1 accumulation step(s)" in out
+    two = read_result(tmp_path / "two")
+    one = run(data_dir, tmp_path / "one", *common)  # 1 process, 2 accumulation steps of the same 4 sequences
+    for a, b in zip(one["step_logs"], two["step_logs"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    for a, b in zip(one["eval_logs"], two["eval_logs"], strict=True):
+        for key in ("val_loss", "ema_val_loss", "vanilla_val_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5)
+    # Adam's normalized steps magnify rounding on coordinates whose gradients are nearly 0: a loose
+    # absolute tolerance, next to the 8 steps of up to lr = 1e-2 each coordinate moves
+    w1, w2 = (torch.load(tmp_path / d / "ckpt.pt")["model"] for d in ("one", "two"))
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], rtol=1e-3, atol=2e-4)
+
+
+def test_killed_run_resumes_exactly(data_dir, tmp_path):
+    common = ["--optimizer=pace", "--max_steps=60", "--eval_interval=10", "--ckpt_interval=4"]
+    killed = tmp_path / "killed"
+    proc = start(tmp_path / "killed.log", sys.executable, "train.py", *args_for(data_dir, killed, *common))
+    deadline = time.time() + 240
+    while not (killed / "ckpt.pt").exists():  # kill it right after its first checkpoint
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"no checkpoint before the run ended or timed out:\n{open(proc.log).read()[-3000:]}")
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped_at = torch.load(killed / "ckpt.pt")["step"]
+    assert 4 <= stopped_at < 60
+    assert read_result(killed)["summary"]["status"] == "running"
+
+    resume = start(tmp_path / "resume.log", sys.executable, "train.py", *args_for(data_dir, killed, *common, "--resume=True"))
+    whole = start(tmp_path / "whole.log", sys.executable, "train.py", *args_for(data_dir, tmp_path / "whole", *common))
+    assert "starting from step 0" not in finish(resume)
+    finish(whole)
+
+    resumed, whole = read_result(killed), read_result(tmp_path / "whole")
+    assert without_timings(resumed) == without_timings(whole)
+    assert resumed["summary"]["status"] == "completed" and len(resumed["step_logs"]) == 60
+    a, b = torch.load(killed / "ckpt.pt"), torch.load(tmp_path / "whole" / "ckpt.pt")
+    assert a.keys() == b.keys() and a["step"] == b["step"] == 60 and a["data_pos"] == b["data_pos"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for i, state in a["optimizer"]["state"].items():
+        for k, v in state.items():
+            assert torch.equal(v, b["optimizer"]["state"][i][k]) if torch.is_tensor(v) else v == b["optimizer"]["state"][i][k]
+
+
+def test_out_dir_of_a_run_is_protected(data_dir, tmp_path):
+    out = tmp_path / "run"
+    first = run(data_dir, out, "--max_steps=4", "--eval_interval=2", "--ckpt_interval=2")
+    before = (out / "ckpt.pt").read_bytes()
+    assert "already holds a run: continue it with --resume=True" in error_of(train.main, args_for(data_dir, out, "--max_steps=4"))
+    message = error_of(train.main, args_for(data_dir, out, "--max_steps=4", "--lr=5e-3", "--resume=True"))
+    assert "lr is 0.005 but the run in" in message and "has 0.01" in message
+    assert (out / "ckpt.pt").read_bytes() == before and without_timings(read_result(out)) == without_timings(first)
+    # resuming a finished run finishes at once, with the same result; settings of the execution may change
+    again = run(data_dir, out, "--max_steps=4", "--eval_interval=2", "--ckpt_interval=2", "--resume=True", "--log_interval=1")
+    assert without_timings(again)["summary"] == without_timings(first)["summary"]
+    assert again["eval_logs"] == first["eval_logs"] and again["step_logs"] == first["step_logs"]
+
+
+def test_resume_without_checkpoint_starts_over(data_dir, tmp_path, capsys):
+    result = run(data_dir, tmp_path / "new", "--max_steps=2", "--resume=True")
+    assert result["summary"]["status"] == "completed"
+    assert "no checkpoint in" in capsys.readouterr().out
+
+
+def test_non_finite_loss_stops_the_run(data_dir, tmp_path):
+    out = tmp_path / "out"
+    message = error_of(train.main, args_for(data_dir, out, "--lr=1e30", "--warmup_steps=0", "--max_steps=20",
+                                            "--ckpt_interval=1", "--eval_interval=20", "--log_interval=20"))
+    assert "non-finite training loss" in message
+    bad_step = int(message.split("at step ")[1].split(";")[0])
+    result = read_result(out)
+    assert result["summary"]["status"] == "failed" and "non-finite" in result["summary"]["error"]
+    assert len(result["step_logs"]) == bad_step - 1 and all(math.isfinite(s["loss"]) for s in result["step_logs"])
+    ckpt = torch.load(out / "ckpt.pt")  # the last checkpoint, from before the bad step
+    assert ckpt["step"] == bad_step - 1
