@@ -11,3 +11,7 @@ $(VENV)/installed: requirements.txt
 .PHONY: test
 test: $(VENV)/installed
 	$(VENV)/bin/python -m pytest -q
+
+.PHONY: demo
+demo: $(VENV)/installed
+	$(VENV)/bin/python demo.py

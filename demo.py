@@ -1,0 +1,73 @@
+"""The whole pipeline at laptop scale: prepare a slice of FineWeb, train configs/cpu.py
+with AdamW, EMA-evaluated AdamW and PACE, and compare the models they return.
+
+    make demo                                   # streams the slice from the hub
+    PACE_DATA_FILES='../shared/corpus/pydocs/*.parquet' \\
+    TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache make demo    # offline, from local files
+
+A rerun reuses the prepared shards and skips (or resumes) the runs already done; the
+GPU is used when there is one (train.py's device=auto).
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+import prepare_fineweb
+import sweep
+
+METHODS = ("adamw", "ema", "pace")
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def prepare(data_dir, data_files, max_tokens):
+    """Shards in data_dir, reusing those of an earlier run when it completed."""
+    val = os.path.join(data_dir, "fineweb_val_000000.bin")
+    train = glob.glob(os.path.join(data_dir, "fineweb_train_*.bin"))
+    if os.path.exists(val) and train:
+        print(f"demo: reusing the shards in {data_dir}")
+        return
+    source = ["--data_files", data_files] if data_files else []  # default: FineWeb from the hub
+    print(f"demo: preparing {max_tokens:,} tokens of {data_files or 'FineWeb (hub)'} into {data_dir}")
+    # the first shard is validation, the rest training; --overwrite clears an interrupted attempt
+    prepare_fineweb.main(source + ["--out_dir", data_dir, "--max_tokens", str(max_tokens),
+                                   "--shard_size", str(max_tokens // 4), "--overwrite"])
+
+
+def report(out_dir):
+    """A table of each method's returned model and where its files are."""
+    print("\n| method | val_loss (returned model) | ema_val_loss | vanilla_val_loss (last iterate) | train_loss |")
+    print("|---|---|---|---|---|")
+    for method in METHODS:
+        with open(os.path.join(out_dir, method, "result.json")) as f:
+            summary = json.load(f)["summary"]
+        cells = [summary["final_val_loss"], summary["ema_val_loss"], summary["vanilla_val_loss"], summary["final_train_loss"]]
+        print(f"| {method} | " + " | ".join("-" if x is None else f"{x:.4f}" for x in cells) + " |")
+    print(f"\nresults: {out_dir}/<method>/result.json, checkpoints: {out_dir}/<method>/ckpt.pt")
+    print("val_loss is what each method returns: the last iterate for adamw, the EMA for ema and pace.")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_files", default=os.environ.get("PACE_DATA_FILES"),
+                        help="local parquet/jsonl/txt glob instead of the hub (default: $PACE_DATA_FILES)")
+    parser.add_argument("--data_dir", default="data/demo", help="where the shards go (default: %(default)s)")
+    parser.add_argument("--max_tokens", type=int, default=2_000_000, help="tokens to prepare (default: %(default)s)")
+    parser.add_argument("--out_dir", default="out/demo", help="one run folder per method (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    prepare(args.data_dir, args.data_files, args.max_tokens)
+    # one run per method: sweep.py skips completed runs and resumes interrupted ones
+    status = sweep.main(["run", "--method", ",".join(METHODS), "--config", os.path.join(CONFIGS, "cpu.py"),
+                         "--config", os.path.join(CONFIGS, "{method}.py"), "--out", args.out_dir,
+                         f"--data_dir={args.data_dir}"])
+    if status != 0:
+        return status
+    report(args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
