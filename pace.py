@@ -177,8 +177,8 @@ def _fused_step(params, grads, exp_avgs, exp_avg_sqs, emas, scalars):
     for (device, _), (tensors, _) in grouped.items():
         packed = _scalars_tensor(scalars, device)
         small = [i for i, p in enumerate(tensors[0]) if p.numel() < SMALL_TENSOR]
-        for i in range(len(tensors[0])):
-            if i not in small:
+        for i, p in enumerate(tensors[0]):
+            if p.numel() >= SMALL_TENSOR:
                 _fused_tensor_step(*(t[i] for t in tensors), packed)
         if small:
             _gathered_fused_step([[t[i] for i in small] for t in tensors], packed)
