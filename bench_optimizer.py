@@ -6,10 +6,12 @@ process, and prints the ratios and the optimizer-state bytes per parameter.
 
 The floor is memory traffic: fused AdamW reads and writes ~28 bytes per float32
 parameter per step, PACE at least 36 (it also reads and writes the EMA): 1.29x.
-Timings alternate between the optimizers so that machine noise hits all of them.
+Every timed step of PACE or foreach AdamW sits between two steps of fused AdamW, and
+the ratio is taken per round, so that a busy moment of the machine hits both sides.
 """
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -39,7 +41,7 @@ def state_bytes_per_param(opt, params):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=10, help="timed steps per optimizer")
+    parser.add_argument("--repeats", type=int, default=20, help="rounds: timed steps per optimizer")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -50,30 +52,47 @@ def main():
     optimizers = make_optimizers(params)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
-    for opt in optimizers.values():  # warm-up: state allocation and compilation
+    first_step = {}
+    for name, opt in optimizers.items():  # warm-up: state allocation and compilation
         for group in opt.param_groups:
             group["lr"] *= 1.01  # a changing lr must not recompile
+        start = time.perf_counter()
         opt.step()
+        first_step[name] = time.perf_counter() - start
         opt.step()
-    times = {name: [] for name in optimizers}
+
+    def timed_step(opt, i):
+        for group in opt.param_groups:
+            group["lr"] = 6e-4 * (1 + 0.01 * i)
+        sync()
+        start = time.perf_counter()
+        opt.step()
+        sync()
+        return time.perf_counter() - start
+
+    # Each timed step sits between two steps of fused AdamW, so that the ratio of a
+    # round compares steps taken under the same load of this (shared) machine.
+    baseline = optimizers.pop("AdamW fused")
+    times, ratios, baseline_times = {name: [] for name in optimizers}, {name: [] for name in optimizers}, []
     for i in range(args.repeats):
         for name, opt in optimizers.items():
-            for group in opt.param_groups:
-                group["lr"] = 6e-4 * (1 + 0.01 * i)
-            sync()
-            start = time.perf_counter()
-            opt.step()
-            sync()
-            times[name].append(time.perf_counter() - start)
+            before = timed_step(baseline, i)
+            times[name].append(timed_step(opt, i))
+            after = timed_step(baseline, i)
+            ratios[name].append(times[name][-1] / ((before + after) / 2))
+            baseline_times += [before, after]
 
     n = sum(p.numel() for p in params)
-    baseline = min(times["AdamW fused"])
     print(f"{n / 1e6:.1f}M parameters in {len(params)} tensors on {args.device}, "
-          f"{torch.get_num_threads()} threads, {args.repeats} steps each (min / median)")
+          f"{torch.get_num_threads()} threads, {args.repeats} rounds")
+    print(f"  {'optimizer':24s} {'min':>8s} {'median':>9s}   {'x fused AdamW: median of rounds (min/min)':43s}"
+          f"{'state':>6s}   first step")
+    print(f"  {'AdamW fused':24s} {min(baseline_times) * 1e3:6.1f} ms {statistics.median(baseline_times) * 1e3:6.1f} ms"
+          f"   {1:5.2f}x{'':37s}{state_bytes_per_param(baseline, params):4.1f} B   {first_step['AdamW fused']:5.1f} s")
     for name, opt in optimizers.items():
-        best, median = min(times[name]), sorted(times[name])[len(times[name]) // 2]
-        print(f"  {name:24s} {best * 1e3:8.1f} ms {median * 1e3:8.1f} ms   {best / baseline:5.2f}x fused AdamW"
-              f"   state {state_bytes_per_param(opt, params):4.1f} B/param")
+        print(f"  {name:24s} {min(times[name]) * 1e3:6.1f} ms {statistics.median(times[name]) * 1e3:6.1f} ms"
+              f"   {statistics.median(ratios[name]):5.2f}x ({min(times[name]) / min(baseline_times):4.2f}x){'':29s}"
+              f"{state_bytes_per_param(opt, params):4.1f} B   {first_step[name]:5.1f} s")
 
 
 if __name__ == "__main__":

@@ -55,10 +55,11 @@ by state_dict() and restored by load_state_dict(); step() refuses to run in eval
 mode. Every process of a DDP job holds identical state, so no collectives are needed.
 
 Implementations (the fastest available is the default):
-    fused=True     the per-tensor update compiled by torch.compile into one kernel
-                   that reads and writes each tensor once (needs a C++ compiler on
-                   CPU, Triton on GPU; with fused=None a failed compile falls back
-                   to foreach with a warning)
+    fused=True     the per-tensor update compiled by torch.compile, 16 tensors to a
+                   kernel that reads and writes each tensor once (needs a C++
+                   compiler on CPU, Triton on GPU; the first step compiles for up
+                   to a minute; with fused=None a failed compile falls back to
+                   foreach with a warning)
     foreach=True   torch._foreach_* over the parameters of each device and dtype
     both False     a plain loop over tensors, the readable reference
 log_stats=True records telemetry for get_step_stats() and runs the plain loop.
@@ -76,8 +77,7 @@ import math
 import warnings
 
 import torch
-from torch._utils import _flatten_dense_tensors as flatten_dense_tensors
-from torch._utils import _unflatten_dense_tensors as unflatten_dense_tensors
+import torch.fx.experimental._config
 from torch.optim import Optimizer
 
 __all__ = ["PACE"]
@@ -92,24 +92,29 @@ def ema_decay(t, beta_ema, ema_kappa, ema_rho, ema_gamma):
     return max((1.0 + ema_gamma * max(0.0, t - ema_rho)) ** -ema_kappa, MIN_EMA_DECAY)
 
 
+STEP_CONSTANTS = 6  # the first scalars of _step_scalars; the others change every step
+
+
 def _step_scalars(group, t):
     """The step's scalars for a parameter that has completed t steps, in the order
-    _pace_tensor_step unpacks them."""
+    _pace_tensor_step unpacks them. Everything that depends only on hyperparameters
+    is computed here, once, rather than per coordinate."""
     beta1, beta2 = group["betas"]
     lr = group["lr"]
     decay = ema_decay(t, group["beta_ema"], group["ema_kappa"], group["ema_rho"], group["ema_gamma"])
-    ema_weight = decay if t % group["ema_update_freq"] == 0 else 0.0
     return (
-        lr,
         beta1,
+        1 - beta1,
         beta2,
-        group["weight_decay"],
+        1 - beta2,
         group["eps"],
-        lr / (1 - beta1 ** (t + 1)),  # step size after bias correction 1
-        1 / math.sqrt(1 - beta2 ** (t + 1)),  # 1 / sqrt of bias correction 2
-        lr * group["lambda_pullback"] * decay,  # pullback gain before the denominator
         1.0 if group["clamp_pullback"] else math.inf,  # largest allowed gain
-        ema_weight,  # 0 leaves the EMA unchanged on steps t % uf != 0
+        # from here on, values that follow the lr schedule, t and the EMA schedule
+        1 / math.sqrt(1 - beta2 ** (t + 1)),  # 1 / sqrt of bias correction 2
+        1 - lr * group["weight_decay"],  # decoupled weight decay as a factor
+        -lr / (1 - beta1 ** (t + 1)),  # minus the step size after bias correction 1
+        lr * group["lambda_pullback"] * decay,  # pullback gain before the denominator
+        decay if t % group["ema_update_freq"] == 0 else 0.0,  # EMA weight; 0 leaves it unchanged
     )
 
 
@@ -117,24 +122,25 @@ def _pace_tensor_step(param, grad, exp_avg, exp_avg_sq, ema, scalars, stats=None
     """One step on one tensor, in place. ema is None for plain AdamW. scalars are
     Python floats (eager) or 0-d tensors (compiled); stats, when given, is a dict of
     running sums that get_step_stats() reads."""
-    lr, beta1, beta2, weight_decay, eps, step_size, inv_bias_correction2_sqrt, pull_scale, max_gain, ema_weight = scalars
-    exp_avg.lerp_(grad, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    (beta1, one_minus_beta1, beta2, one_minus_beta2, eps, max_gain,
+     inv_bias_correction2_sqrt, weight_decay_factor, neg_step_size, pull_scale, ema_weight) = scalars
+    exp_avg.mul_(beta1).add_(grad * one_minus_beta1)
+    exp_avg_sq.mul_(beta2).add_(grad * grad * one_minus_beta2)
     # AdamW's step and the pullback share the denominator sqrt(v_hat) + eps: one
     # division per coordinate serves both (the compiled kernel is compute-bound on CPU).
     inv_denom = (exp_avg_sq.sqrt() * inv_bias_correction2_sqrt).add_(eps).reciprocal_()
-    adamw_update = param * (-lr * weight_decay) - exp_avg * inv_denom * step_size
+    adamw_result = param * weight_decay_factor + exp_avg * inv_denom * neg_step_size  # theta'
     if ema is None:
-        param.add_(adamw_update)
+        param.copy_(adamw_result)
         return
     raw_gain = inv_denom * pull_scale
     gain = raw_gain.clamp(max=max_gain)
     to_ema = ema - param  # from the weights before this step (rule step 4)
     pull = to_ema * gain
     if stats is not None:
-        _accumulate_stats(stats, raw_gain, gain, adamw_update, pull, to_ema)
-    param.add_(adamw_update).add_(pull)
-    ema.lerp_(param.to(ema.dtype), ema_weight)
+        _accumulate_stats(stats, raw_gain, gain, adamw_result - param, pull, to_ema)
+    param.copy_(adamw_result + pull)
+    ema.add_((param.to(ema.dtype) - ema) * ema_weight)
 
 
 def _accumulate_stats(stats, raw_gain, gain, adamw_update, pull, to_ema):
@@ -155,44 +161,58 @@ def _single_tensor_step(params, grads, exp_avgs, exp_avg_sqs, emas, scalars, sta
         _pace_tensor_step(p, g, m, v, ema, scalars, stats)
 
 
-_compiled_tensor_step = None
+def _multi_tensor_step(params, grads, exp_avgs, exp_avg_sqs, emas, constants, per_step):
+    for tensors in zip(params, grads, exp_avgs, exp_avg_sqs, emas):
+        _pace_tensor_step(*tensors, (*constants, *per_step))
 
 
-def _fused_tensor_step(*args):
-    """_pace_tensor_step compiled into one kernel per tensor. Shapes are dynamic and
-    the scalars come as one tensor, so neither new sizes nor a changing lr recompile;
-    a graph is made per dtype, rank and with/without EMA."""
-    global _compiled_tensor_step
-    if _compiled_tensor_step is None:
-        _compiled_tensor_step = torch.compile(_pace_tensor_step, dynamic=True, fullgraph=True)
-    return _compiled_tensor_step(*args)
+_compiled_multi_tensor_step = None
 
 
-SMALL_TENSOR = 2**15  # elements; smaller tensors are stepped together, see below
+def _fused_chunk_step(*args):
+    """_multi_tensor_step compiled into one kernel. Sizes are dynamic and the scalars
+    that change every step come as one tensor, so neither new sizes nor a changing lr
+    recompile; the constant ones (betas, eps, the clamp) are compiled in as numbers,
+    which spares the kernel a load per coordinate each. A graph is made per list
+    length, dtype, with/without EMA and per value of the constants."""
+    global _compiled_multi_tensor_step
+    if _compiled_multi_tensor_step is None:
+        # dynamic_threads: every kernel runs on all threads; by default inductor would
+        # choose from the sizes it first saw, which later calls do not share.
+        _compiled_multi_tensor_step = torch.compile(
+            _multi_tensor_step, dynamic=True, fullgraph=True, options={"cpp.dynamic_threads": True})
+    return _compiled_multi_tensor_step(*args)
 
 
-@torch._dynamo.config.patch(recompile_limit=64)  # the graphs above, beyond dynamo's default of 8
+FUSED_CHUNK = 16  # tensors per compiled call; longer lists compile for longer
+
+
+# A compiled call costs ~0.1 ms of Python, as much as stepping a 768x768 matrix, so
+# tensors go FUSED_CHUNK to a call, and as 1-D aliases, so that any mix of shapes
+# shares one graph. Duck sizing is off: equal sizes within the first chunk would
+# otherwise be baked into the graph. Float arguments are compiled in as constants.
+@torch._dynamo.config.patch(recompile_limit=64, specialize_float=True)
+@torch.fx.experimental._config.patch(use_duck_shape=False)
 def _fused_step(params, grads, exp_avgs, exp_avg_sqs, emas, scalars):
+    constants = scalars[:STEP_CONSTANTS]
     grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, emas])
     for (device, _), (tensors, _) in grouped.items():
-        packed = _scalars_tensor(scalars, device)
-        small = [i for i, p in enumerate(tensors[0]) if p.numel() < SMALL_TENSOR]
-        for i, p in enumerate(tensors[0]):
-            if p.numel() >= SMALL_TENSOR:
-                _fused_tensor_step(*(t[i] for t in tensors), packed)
-        if small:
-            _gathered_fused_step([[t[i] for i in small] for t in tensors], packed)
+        per_step = _scalars_tensor(scalars[STEP_CONSTANTS:], device, _ema_dtype(tensors[0][0]))
+        vectors = list(zip(*map(_as_vectors, zip(*tensors))))  # the five lists, as 1-D aliases
+        n = len(vectors[0])
+        whole = n - n % FUSED_CHUNK
+        chunks = [slice(i, i + FUSED_CHUNK) for i in range(0, whole, FUSED_CHUNK)]
+        chunks += [slice(i, i + 1) for i in range(whole, n)]  # the rest one by one: two graphs in all
+        for chunk in chunks:
+            _fused_chunk_step(*(ts[chunk] for ts in vectors), constants, per_step)
 
 
-def _gathered_fused_step(tensors, packed):
-    """A compiled call costs tens of microseconds, more than copying a small tensor
-    twice: biases and norms are concatenated, stepped in one call and copied back."""
-    params, grads, exp_avgs, exp_avg_sqs, emas = tensors
-    flat = [None if ts is emas and emas[0] is None else flatten_dense_tensors(ts) for ts in tensors]
-    _fused_tensor_step(*flat, packed)
-    for originals, stepped in zip((params, exp_avgs, exp_avg_sqs, emas), (flat[0], flat[2], flat[3], flat[4])):
-        if stepped is not None:
-            torch._foreach_copy_(originals, unflatten_dense_tensors(stepped, originals))
+def _as_vectors(tensors):
+    """1-D aliases of a parameter, its gradient and state, when all are contiguous.
+    detach() drops the link of a view to its base, whose shape dynamo would guard on."""
+    if all(t is None or t.is_contiguous() for t in tensors):
+        return [None if t is None else t.view(-1).detach() for t in tensors]
+    return list(tensors)
 
 
 _FUSED_AVAILABLE = {}  # device type -> whether torch.compile works there
@@ -205,7 +225,7 @@ def _use_fused(group, device):
         # Compile on a scratch tensor first, so that a failure touches no real state.
         scratch = [[torch.zeros(8, device=device)] for _ in range(5)]
         try:
-            _fused_step(*scratch, (0.0, 0.9, 0.999, 0.0, 1e-8, 0.0, 1.0, 0.0, 1.0, 0.0))
+            _fused_step(*scratch, _step_scalars(group, 0))
             _FUSED_AVAILABLE[device.type] = True
         except Exception as error:  # any compile failure means: not available here
             warnings.warn(f"PACE: the fused path does not compile here ({type(error).__name__}: {error}); using foreach")
@@ -385,8 +405,9 @@ def _ema_dtype(p):
     return torch.promote_types(p.dtype, torch.float32)
 
 
-def _scalars_tensor(scalars, device):
-    values = torch.tensor(scalars, dtype=torch.float64)
+def _scalars_tensor(scalars, device, dtype):
+    """In the parameters' compute dtype, as eager ops cast Python scalars to it."""
+    values = torch.tensor(scalars, dtype=dtype)
     if device.type == "cpu":
         return values
     # A pinned buffer copied asynchronously: no host-device synchronization per step.
@@ -395,12 +416,13 @@ def _scalars_tensor(scalars, device):
 
 def _foreach_step(params, grads, exp_avgs, exp_avg_sqs, emas, scalars):
     """The same update with torch._foreach_* ops, per device and dtype."""
-    lr, beta1, beta2, weight_decay, eps, step_size, inv_bias_correction2_sqrt, pull_scale, max_gain, ema_weight = scalars
+    (beta1, one_minus_beta1, beta2, one_minus_beta2, eps, max_gain,
+     inv_bias_correction2_sqrt, weight_decay_factor, neg_step_size, pull_scale, ema_weight) = scalars
     grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, emas])
     for (device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_emas), _ in grouped.values():
-        torch._foreach_lerp_(device_exp_avgs, device_grads, 1 - beta1)
+        torch._foreach_lerp_(device_exp_avgs, device_grads, one_minus_beta1)
         torch._foreach_mul_(device_exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(device_exp_avg_sqs, device_grads, device_grads, 1 - beta2)
+        torch._foreach_addcmul_(device_exp_avg_sqs, device_grads, device_grads, one_minus_beta2)
         denom = torch._foreach_sqrt(device_exp_avg_sqs)
         torch._foreach_mul_(denom, inv_bias_correction2_sqrt)
         torch._foreach_add_(denom, eps)
@@ -411,8 +433,8 @@ def _foreach_step(params, grads, exp_avgs, exp_avg_sqs, emas, scalars):
             pull = torch._foreach_sub(device_emas, device_params)
             torch._foreach_mul_(pull, gain)
             del gain
-        torch._foreach_mul_(device_params, 1 - lr * weight_decay)
-        torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, -step_size)
+        torch._foreach_mul_(device_params, weight_decay_factor)
+        torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, neg_step_size)
         if device_emas[0] is not None:
             torch._foreach_add_(device_params, pull)
             live = [p.to(ema.dtype) for p, ema in zip(device_params, device_emas)]  # no copy if same dtype
