@@ -57,9 +57,9 @@ mode. Every process of a DDP job holds identical state, so no collectives are ne
 Implementations (the fastest available is the default):
     fused=True     the per-tensor update compiled by torch.compile, 16 tensors to a
                    kernel that reads and writes each tensor once (needs a C++
-                   compiler on CPU, Triton on GPU; the first step compiles for up
-                   to a minute; with fused=None a failed compile falls back to
-                   foreach with a warning)
+                   compiler on CPU, Triton on GPU; the first step compiles, about
+                   a minute on a CPU with a cold cache; with fused=None a failed
+                   compile falls back to foreach with a warning)
     foreach=True   torch._foreach_* over the parameters of each device and dtype
     both False     a plain loop over tensors, the readable reference
 log_stats=True records telemetry for get_step_stats() and runs the plain loop.
