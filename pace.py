@@ -80,7 +80,7 @@ import torch
 import torch.fx.experimental._config
 from torch.optim import Optimizer
 
-__all__ = ["PACE"]
+__all__ = ["PACE", "fused_error"]
 
 MIN_EMA_DECAY = 1e-4  # floor of the decaying EMA schedule (step 2)
 
@@ -215,23 +215,36 @@ def _as_vectors(tensors):
     return list(tensors)
 
 
-_FUSED_AVAILABLE = {}  # device type -> whether torch.compile works there
+_FUSED_ERRORS = {}  # device type -> None when the fused path runs there, else why it does not
+
+
+def fused_error(device, group=None):
+    """None when the fused path compiles and runs on `device`, else why it does not.
+
+    Decided once per device type by stepping a scratch tensor (with `group`'s
+    hyperparameters, or PACE's defaults), so that a failure touches no real state.
+    Processes that must take the same path combine their answers first and then pass
+    fused=True or fused=False explicitly (train.py does)."""
+    device = torch.device(device)
+    if device.type not in _FUSED_ERRORS:
+        group = group or PACE([torch.zeros(1)]).param_groups[0]
+        scratch = [[torch.zeros(8, device=device)] for _ in range(5)]
+        try:
+            _fused_step(*scratch, _step_scalars(group, 0))
+            _FUSED_ERRORS[device.type] = None
+        except Exception as error:  # any compile failure means: not available here
+            _FUSED_ERRORS[device.type] = f"{type(error).__name__}: {error}"
+    return _FUSED_ERRORS[device.type]
 
 
 def _use_fused(group, device):
     if group["fused"] is not None:
         return group["fused"]
-    if device.type not in _FUSED_AVAILABLE:
-        # Compile on a scratch tensor first, so that a failure touches no real state.
-        scratch = [[torch.zeros(8, device=device)] for _ in range(5)]
-        try:
-            _fused_step(*scratch, _step_scalars(group, 0))
-            _FUSED_AVAILABLE[device.type] = True
-        except Exception as error:  # any compile failure means: not available here
-            warnings.warn(f"PACE: the fused path does not compile here ({type(error).__name__}: {error}); using foreach")
-            _FUSED_AVAILABLE[device.type] = False
-    return _FUSED_AVAILABLE[device.type]
-
+    first_time = device.type not in _FUSED_ERRORS
+    error = fused_error(device, group)
+    if error is not None and first_time:
+        warnings.warn(f"PACE: the fused path does not compile here ({error}); using foreach")
+    return error is None
 
 class PACE(Optimizer):
     """AdamW with a per-coordinate pullback toward the EMA of the weights; see the
