@@ -8,8 +8,13 @@ $(VENV)/installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	touch $@
 
+# the tests need more: pytest, matplotlib for the plots, transformers for the reference model
+$(VENV)/installed-dev: $(VENV)/installed requirements-dev.txt
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
 .PHONY: test
-test: $(VENV)/installed
+test: $(VENV)/installed-dev
 	$(VENV)/bin/python -m pytest -q
 
 .PHONY: demo
