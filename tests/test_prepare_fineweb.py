@@ -218,6 +218,35 @@ def test_max_tokens(tmp_path, enc):
     np.testing.assert_array_equal(read_all(out), expected[:2500])
 
 
+def test_batches_in_flight_are_bounded_and_come_back_in_order(tmp_path, enc, monkeypatch):
+    # many small documents: 9 batches for one worker, which may hold 2 * 1 of them plus the one sent last
+    texts = [f"document {i}:" + " word" * (i % 7) for i in range(8 * P.BATCH_DOCS + 5)]
+    write_parquet(tmp_path / "docs.parquet", texts)
+    counts = {"sent": 0, "received": 0, "most_in_flight": 0}
+
+    class CountingPool:
+        def __init__(self, pool):
+            self.pool = pool
+
+        def apply_async(self, fn, args):
+            counts["sent"] += 1
+            counts["most_in_flight"] = max(counts["most_in_flight"], counts["sent"] - counts["received"])
+            return self.pool.apply_async(fn, args)
+
+    tokenize_in_workers = P.tokenize_in_workers
+
+    def counting(pool, batches, num_proc):
+        for tokens in tokenize_in_workers(CountingPool(pool), batches, num_proc):
+            counts["received"] += 1
+            yield tokens
+
+    monkeypatch.setattr(P, "tokenize_in_workers", counting)
+    out = tmp_path / "out"
+    prepare("--data_files", tmp_path / "docs.parquet", "--out_dir", out, "--shard_size", 5000, "--num_proc", 1)
+    assert counts == {"sent": 9, "received": 9, "most_in_flight": 3}
+    np.testing.assert_array_equal(read_all(out), expected_tokens(enc, texts))
+
+
 def test_existing_shards_are_refused_then_replaced_with_overwrite(tmp_path, enc):
     texts = corpus_texts(20)
     write_parquet(tmp_path / "docs.parquet", texts)
