@@ -1,0 +1,61 @@
+"""The plots of sweep.py and quadratic.py are drawn (matplotlib is a development requirement):
+each PNG has the figure's size and the colours of the lines it should show, in every panel."""
+
+import builtins
+
+import matplotlib.colors
+import matplotlib.image
+import numpy as np
+
+import quadratic
+import sweep
+from test_sweep import write_result
+
+
+def pixels_of(png, color):
+    """How many pixels of png (an RGBA image) have color, per vertical half of the image."""
+    image = matplotlib.image.imread(png)
+    near = np.abs(image[..., :3] - np.array(matplotlib.colors.to_rgb(color))).max(-1) < 0.02
+    half = image.shape[1] // 2
+    return int(near[:, :half].sum()), int(near[:, half:].sum())
+
+
+def test_sweep_plot_draws_each_method_in_each_panel(tmp_path, capsys):
+    # two schedules: two panels, each with the three methods at two lrs
+    for schedule in ("cos", "wsd"):
+        for lr in (1e-3, 3e-3):
+            for method, loss in (("adamw", 3.3), ("ema", 3.2), ("pace", 3.1)):
+                for seed in (0, 1):
+                    write_result(tmp_path / f"{method}_{schedule}_{lr}_{seed}", method, loss=loss + lr * 100 + seed / 100,
+                                 lr=lr, seed=seed, schedule=schedule)
+    assert sweep.main(["summarize", str(tmp_path)]) == 0
+    png = tmp_path / "loss_vs_lr.png"
+    assert f"plot: {png}" in capsys.readouterr().err
+    assert matplotlib.image.imread(png).shape == (3.4 * 150, 2 * 4.2 * 150, 4)  # figsize x dpi
+    for color in ("tab:gray", "tab:blue", "tab:red"):  # adamw, ema, pace
+        assert min(pixels_of(png, color)) > 300, color
+
+
+def test_quadratic_plot_draws_both_panels(tmp_path, capsys):
+    png = tmp_path / "q.png"
+    assert quadratic.main(["--form", "sgd", "--lr", "1", "--c", "10", "--spread", "1,10,100", "--chains", "16",
+                           "--plot", str(png)]) == 0
+    assert matplotlib.image.imread(png).shape == (3.6 * 150, 9.5 * 150, 4)
+    # the one line (form, lr, beta, c) takes the first colour of the cycle, in both panels
+    assert min(pixels_of(png, "tab:blue")) > 100
+
+
+def test_quadratic_without_matplotlib_still_prints_the_table(tmp_path, capsys, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    png = tmp_path / "q.png"
+    assert quadratic.main(["--form", "sgd", "--lr", "1", "--c", "10", "--spread", "1", "--chains", "16",
+                           "--plot", str(png)]) == 0
+    out, err = capsys.readouterr()
+    assert "| sgd | 1 | 0.01 | 10 | 1 |" in out and "matplotlib is not installed" in err and not png.exists()
