@@ -6,7 +6,8 @@ with AdamW, EMA-evaluated AdamW and PACE, and compare the models they return.
     TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache make demo    # offline, from local files
 
 A rerun reuses the prepared shards and skips (or resumes) the runs already done; the
-GPU is used when there is one (train.py's device=auto).
+GPU is used when there is one (train.py's device=auto). Any other --key=value is a
+train.py setting for the three runs, after configs/cpu.py (python demo.py --max_steps=20).
 """
 
 import argparse
@@ -50,19 +51,20 @@ def report(out_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--data_files", default=os.environ.get("PACE_DATA_FILES"),
                         help="local parquet/jsonl/txt glob instead of the hub (default: $PACE_DATA_FILES)")
     parser.add_argument("--data_dir", default="data/demo", help="where the shards go (default: %(default)s)")
     parser.add_argument("--max_tokens", type=int, default=2_000_000, help="tokens to prepare (default: %(default)s)")
     parser.add_argument("--out_dir", default="out/demo", help="one run folder per method (default: %(default)s)")
-    args = parser.parse_args(argv)
+    args, train_settings = parser.parse_known_args(argv)  # sweep.py checks and passes these on
 
     prepare(args.data_dir, args.data_files, args.max_tokens)
     # one run per method: sweep.py skips completed runs and resumes interrupted ones
     status = sweep.main(["run", "--method", ",".join(METHODS), "--config", os.path.join(CONFIGS, "cpu.py"),
                          "--config", os.path.join(CONFIGS, "{method}.py"), "--out", args.out_dir,
-                         f"--data_dir={args.data_dir}"])
+                         f"--data_dir={args.data_dir}", *train_settings])
     if status != 0:
         return status
     report(args.out_dir)
