@@ -319,6 +319,10 @@ def test_curves_of_runs(tiny_run, tmp_path, capsys):
     runs = sweep.load_runs([tmp_path / "runs" / "pace", tmp_path / "runs" / "ema" / "result.json"])
     assert [label for label, _ in runs] == ["pace", "ema"]
     assert sweep.load_runs([tmp_path / "runs" / "pace"])[0][0] == "pace"
+    (tmp_path / "other" / "pace").mkdir(parents=True)
+    (tmp_path / "other" / "pace" / "result.json").write_text(json.dumps(result))
+    labels = [label for label, _ in sweep.load_runs([tmp_path / "runs" / "pace", tmp_path / "other" / "pace"])]
+    assert labels == ["runs/pace", "other/pace"]  # what tells them apart
     assert sweep.plot_curves(runs[:1], tmp_path / "one.png") == ["val_loss", "loss"]
     assert sweep.plot_curves(runs, tmp_path / "two.png") == ["val_loss", "loss", *sweep.TELEMETRY]
     for png in ("one.png", "two.png"):
