@@ -15,8 +15,8 @@ load it without a network. Needs transformers and safetensors (pip install trans
 import argparse
 import json
 import os
+import shutil
 import sys
-import tempfile
 
 import torch
 
@@ -77,24 +77,23 @@ def bpe_merges(ranks):
 
 
 def write_tokenizer(enc, hf_dir, max_length):
-    """GPT-2's tokenizer files (tokenizer.json, vocab.json, merges.txt, their config) from tiktoken's encoding."""
-    from transformers import GPT2Tokenizer
+    """GPT-2's tokenizer files from tiktoken's encoding: vocab.json and merges.txt, then, by
+    transformers' GPT-2 tokenizer made from them (hf_dir's config.json says gpt2),
+    tokenizer.json and tokenizer_config.json."""
+    from transformers import AutoTokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
-    byte_char = bytes_to_unicode()  # GPT-2's vocab.json spells each byte as a printable character
+    byte_char = bytes_to_unicode()  # GPT-2's files spell each byte as a printable character
 
     def text(token):
         return "".join(byte_char[b] for b in token)
 
-    ranks = enc._mergeable_ranks
-    vocab = {text(token): rank for token, rank in ranks.items()}
+    vocab = {text(token): rank for token, rank in enc._mergeable_ranks.items()}
     vocab["<|endoftext|>"] = enc.eot_token
-    merges = [(text(a), text(b)) for a, b in bpe_merges(ranks)]
-    GPT2Tokenizer(vocab=vocab, merges=merges, model_max_length=max_length).save_pretrained(hf_dir)
-    # GPT-2's original two files too, for tools that read them rather than tokenizer.json
     with open(os.path.join(hf_dir, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
     with open(os.path.join(hf_dir, "merges.txt"), "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+        f.write("#version: 0.2\n" + "".join(f"{text(a)} {text(b)}\n" for a, b in bpe_merges(enc._mergeable_ranks)))
+    AutoTokenizer.from_pretrained(hf_dir, model_max_length=max_length).save_pretrained(hf_dir)
 
 
 def main(argv=None):
@@ -115,18 +114,15 @@ def main(argv=None):
     enc = load_tokenizer()
     if os.path.exists(args.hf_dir) and os.listdir(args.hf_dir):
         train.die(f"--hf_dir={args.hf_dir} is not empty: choose a new folder")
-    # write into a temporary folder beside hf_dir, then rename: hf_dir is never half written
-    parent = os.path.dirname(os.path.abspath(args.hf_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(args.hf_dir) + ".tmp")
+    # write into a folder beside hf_dir, then rename it: hf_dir is never half written
+    tmp = os.path.abspath(args.hf_dir) + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # what an interrupted export left
     hf_gpt2(model, GPT2_VOCAB_SIZE).save_pretrained(tmp)
     write_tokenizer(enc, tmp, cfg.block_size)
     if os.path.exists(args.hf_dir):
         os.rmdir(args.hf_dir)  # empty, checked above
     os.replace(tmp, args.hf_dir)
-    print(f"export_hf.py: the {args.model} model of {args.out_dir} written to {args.hf_dir} "
-          f"(GPT2LMHeadModel, {sum(p.numel() for p in model.parameters()):,} parameters before dropping the "
-          f"{cfg.vocab_size - GPT2_VOCAB_SIZE} padding rows)")
+    print(f"export_hf.py: the {args.model} model of {args.out_dir} written to {args.hf_dir}")
 
 
 if __name__ == "__main__":
