@@ -21,6 +21,8 @@ TEXTS = [
     "naïve café, 日本語のテキスト, Ελληνικά, emoji 🙂👍🏽 and \u00a0no-break\u2009thin\u3000wide spaces",
     "12345 3.14159 1,000,000 0x1F -42 1e-3 2026-11-30",
     "def f(x):\r\n    return x**2  # comment\n\n\n",
+    " ".join(map(chr, range(33, 127))),  # every printable ASCII character, one token each
+    "a".join(map(chr, range(161, 400))),  # two-byte characters
     "",
 ]
 
