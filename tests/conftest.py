@@ -15,7 +15,16 @@ def gpt2_encoding():
     try:
         return tiktoken.get_encoding("r50k_base")
     except Exception as e:
-        pytest.skip(f"the GPT-2 tokenizer cannot be loaded (set TIKTOKEN_CACHE_DIR): {e}")
+        pytest.skip(f"the GPT-2 tokenizer cannot be loaded offline (set TIKTOKEN_CACHE_DIR): {type(e).__name__}")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The models here are tiny: on shared cores a second thread only adds waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

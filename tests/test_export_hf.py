@@ -10,6 +10,8 @@ import export_hf
 import sample
 from model import GPT, GPTConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 

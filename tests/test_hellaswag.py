@@ -12,6 +12,8 @@ import torch.nn.functional as F
 import hellaswag
 import sample
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # items in HellaSwag's schema; endings of very different lengths, so that the summed and the
 # mean cross-entropy can pick different endings; the last context is longer than the model's

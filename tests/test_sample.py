@@ -10,6 +10,8 @@ import torch
 import sample
 import train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
