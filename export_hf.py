@@ -112,8 +112,8 @@ def main(argv=None):
     if cfg.vocab_size < GPT2_VOCAB_SIZE:
         train.die(f"the run in {args.out_dir} has vocab_size {cfg.vocab_size}, fewer than GPT-2's {GPT2_VOCAB_SIZE} tokens")
     enc = load_tokenizer()
-    if os.path.exists(args.hf_dir) and os.listdir(args.hf_dir):
-        train.die(f"--hf_dir={args.hf_dir} is not empty: choose a new folder")
+    if os.path.exists(args.hf_dir) and (not os.path.isdir(args.hf_dir) or os.listdir(args.hf_dir)):
+        train.die(f"--hf_dir={args.hf_dir} exists and is not an empty folder: choose a new one")
     # write into a folder beside hf_dir, then rename it: hf_dir is never half written
     tmp = os.path.abspath(args.hf_dir) + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)  # what an interrupted export left

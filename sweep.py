@@ -536,17 +536,21 @@ def summarize(args):
 # -----------------------------------------------------------------------------
 # training curves of single runs
 
+def run_folder(path):
+    """The folder of a run given as its folder or its result.json."""
+    return Path(path).parent if Path(path).name == "result.json" else Path(path)
+
+
 def load_runs(paths):
-    """-> [(label, result)] for run folders or result.json paths; the labels are the paths
+    """-> [(label, result)] for run folders or result.json paths; the labels are the folders
     without what they all share (a single run keeps its folder's name)."""
-    files = [Path(p) if Path(p).name == "result.json" else Path(p) / "result.json" for p in paths]
     runs = []
-    for path in files:
-        result, problem = read_result(path)
+    for folder in map(run_folder, paths):
+        result, problem = read_result(folder / "result.json")
         if result is None:
-            raise SweepError(f"curves: {path}: {problem}")
+            raise SweepError(f"curves: {folder / 'result.json'}: {problem}")
         runs.append(result)
-    folders = [f.parent.resolve() for f in files]
+    folders = [run_folder(p).resolve() for p in paths]
     common = Path(os.path.commonpath(folders)) if len(folders) > 1 else folders[0].parent
     return [(str(f.relative_to(common)) if f != common else f.name, r) for f, r in zip(folders, runs)]
 
@@ -602,7 +606,7 @@ def plot_curves(runs, path):
 
 def curves(args):
     runs = load_runs(args.runs)
-    path = args.out or str(Path(os.path.commonpath([Path(p).resolve() for p in args.runs])) / "curves.png")
+    path = args.out or str(Path(os.path.commonpath([run_folder(p).resolve() for p in args.runs])) / "curves.png")
     if plot_curves(runs, path) is None:
         print("sweep.py: matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
         return 1

@@ -332,6 +332,8 @@ def test_curves_of_runs(tiny_run, tmp_path, capsys):
     assert sweep.main(["curves", str(tmp_path / "runs" / "pace"), str(tmp_path / "runs" / "ema")]) == 0
     assert capsys.readouterr().out == f"curves: {tmp_path / 'runs' / 'curves.png'}\n"
     assert (tmp_path / "runs" / "curves.png").stat().st_size > 20_000
+    assert sweep.main(["curves", str(tmp_path / "runs" / "ema" / "result.json")]) == 0  # one run: the PNG beside it
+    assert capsys.readouterr().out == f"curves: {tmp_path / 'runs' / 'ema' / 'curves.png'}\n"
 
 
 def test_curves_of_a_missing_run_is_an_error(tmp_path, capsys):
