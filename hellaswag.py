@@ -128,6 +128,8 @@ def main(argv=None):
     model, cfg = load_model(args.out_dir, args.model)
     model.to(device)
     enc = load_tokenizer()
+    if cfg.vocab_size < enc.n_vocab:
+        train.die(f"the run in {args.out_dir} has vocab_size {cfg.vocab_size}, fewer than GPT-2's {enc.n_vocab} tokens")
     path = args.data_file
     if path is None:
         path = os.path.join(args.cache_dir, os.path.basename(URL))
