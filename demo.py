@@ -1,5 +1,6 @@
 """The whole pipeline at laptop scale: prepare a slice of FineWeb, train configs/cpu.py
-with AdamW, EMA-evaluated AdamW and PACE, and compare the models they return.
+with AdamW, EMA-evaluated AdamW and PACE, and compare the models they return: a table,
+and their curves in out_dir/curves.png.
 
     make demo                                   # streams the slice from the hub
     PACE_DATA_FILES='../shared/corpus/pydocs/*.parquet' \\
@@ -68,6 +69,9 @@ def main(argv=None):
     if status != 0:
         return status
     report(args.out_dir)
+    # the picture: validation and training losses against tokens seen (and PACE's telemetry when recorded)
+    sweep.main(["curves", *(os.path.join(args.out_dir, m) for m in METHODS),
+                "--out", os.path.join(args.out_dir, "curves.png")])
     return 0
 
 

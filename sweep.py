@@ -67,6 +67,12 @@ CONTROLLED = {"optimizer": "--method", "lambda_pullback": "--c", "ema_kappa": "-
 # the seed (averaged over), and the run's own folder
 NOT_SETTING = {"optimizer", "lambda_pullback", "ema_kappa", "seed", "out_dir", "resume"}
 SYMBOL = {"lambda_pullback": "c", "ema_kappa": "κ"}
+METHOD_COLORS = {"adamw": "tab:gray", "ema": "tab:blue", "pace": "tab:red"}
+METHOD_NAMES = {"adamw": "AdamW", "ema": "EMA (AdamW)", "pace": "PACE"}
+# PACE's telemetry (pace.PACE.get_step_stats) as train.py records it in step_logs
+TELEMETRY = {"lambda_mean": "mean pullback gain λ", "lambda_max": "largest pullback gain λ",
+             "lambda_clip_fraction": "share of gains clamped to 1", "adamw_update_norm": "‖AdamW update‖",
+             "pullback_norm": "‖pullback‖", "ema_distance_norm": "‖weights − EMA‖"}
 TRAIN_PY = Path(__file__).resolve().parent / "train.py"
 UNSET = object()  # an axis that is not swept (None is a value: ema_kappa=None)
 
@@ -466,14 +472,22 @@ def summary_tables(complete, incomplete):
     return "\n".join(out)
 
 
-def plot(complete, path):
-    """Final val loss against lr, one line per method (its best variant at each lr), one
-    panel per setting of the other keys. Returns False when matplotlib is missing."""
+def pyplot():
+    """matplotlib's pyplot drawing into files, or None when matplotlib is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plot(complete, path):
+    """Final val loss against lr, one line per method (its best variant at each lr), one
+    panel per setting of the other keys. Returns False when matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
         return False
     columns, table = group(complete)
     panels = {}
@@ -482,8 +496,6 @@ def plot(complete, path):
         title = ", ".join(f"{k}={fmt(v)}" for k, v in row.items() if k != "lr")
         for method, variants in block.items():
             panels.setdefault(title, {}).setdefault(method, []).append((row.get("lr"), best(variants)[1]))
-    colors = {"adamw": "tab:gray", "ema": "tab:blue", "pace": "tab:red"}
-    names = {"adamw": "AdamW", "ema": "EMA (AdamW)", "pace": "PACE"}
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
     for ax, (title, lines) in zip(axes[0], panels.items()):
         for method in sorted(lines, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)):
@@ -494,7 +506,7 @@ def plot(complete, path):
             means = [s[0] for _, s in points]
             stds = [s[1] or 0.0 for _, s in points]
             ax.errorbar(lrs, means, yerr=stds, marker="o", ms=4, capsize=3, lw=1.5,
-                        color=colors.get(method), label=names.get(method, method))
+                        color=METHOD_COLORS.get(method), label=METHOD_NAMES.get(method, method))
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_title(title, fontsize=10)
@@ -522,6 +534,87 @@ def summarize(args):
 
 
 # -----------------------------------------------------------------------------
+# training curves of single runs
+
+def run_folder(path):
+    """The folder of a run given as its folder or its result.json."""
+    return Path(path).parent if Path(path).name == "result.json" else Path(path)
+
+
+def load_runs(paths):
+    """-> [(label, result)] for run folders or result.json paths; the labels are the folders
+    without what they all share (a single run keeps its folder's name)."""
+    runs = []
+    for folder in map(run_folder, paths):
+        result, problem = read_result(folder / "result.json")
+        if result is None:
+            raise SweepError(f"curves: {folder / 'result.json'}: {problem}")
+        runs.append(result)
+    folders = [run_folder(p).resolve() for p in paths]
+    common = Path(os.path.commonpath(folders)) if len(folders) > 1 else folders[0].parent
+    return [(str(f.relative_to(common)) if f != common else f.name, r) for f, r in zip(folders, runs)]
+
+
+def plot_curves(runs, path):
+    """Draw [(label, result)] into the PNG path, one line per run: the validation loss of the
+    returned model (solid) and of the last iterate (dashed) against tokens seen, the training
+    loss, and a panel per telemetry key that step_logs hold. Returns the keys of the panels
+    drawn, or None when matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import EngFormatter
+    titles = {"val_loss": "validation loss", "loss": "training loss"}
+    titles.update({k: f"{title} ({k})" for k, title in TELEMETRY.items()
+                   if any(k in s for _, r in runs for s in r["step_logs"])})
+    methods = [r["config"].get("optimizer") for _, r in runs]
+    by_method = len(set(methods)) == len(methods) and all(m in METHOD_COLORS for m in methods)
+    columns = min(len(titles), 4)
+    rows = -(-len(titles) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.4 * rows), squeeze=False)
+    panels = dict(zip(titles, axes.flat))
+    for i, ((label, result), method) in enumerate(zip(runs, methods)):
+        color = METHOD_COLORS[method] if by_method else f"C{i % 10}"
+        tokens = result["config"]["total_batch_size"]  # per step
+        evals = result["eval_logs"]
+        x = [e["step"] * tokens for e in evals]
+        panels["val_loss"].plot(x, [e["val_loss"] for e in evals], color=color, lw=2, marker="o", ms=3, label=label)
+        if method != "adamw":  # adamw returns its last iterate: the two lines coincide
+            panels["val_loss"].plot(x, [e["vanilla_val_loss"] for e in evals], color=color, lw=1.2, ls="--")
+        for key in list(titles)[1:]:
+            steps = [s for s in result["step_logs"] if s.get(key) is not None]
+            panels[key].plot([s["step"] * tokens for s in steps], [s[key] for s in steps], color=color, lw=1.2,
+                             label=label)
+    for key, ax in panels.items():
+        ax.set_title(titles[key], fontsize=10)
+        ax.set_xlabel("tokens seen")
+        ax.set_xlim(left=0)
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.grid(True, alpha=0.3)
+    for ax in list(axes.flat)[len(titles):]:
+        ax.set_visible(False)
+    styles = [Line2D([], [], color="black", lw=2, label="returned model"),
+              Line2D([], [], color="black", lw=1.2, ls="--", label="last iterate")]
+    panels["val_loss"].legend(handles=styles, frameon=False, fontsize=8)
+    panels["loss"].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return list(titles)
+
+
+def curves(args):
+    runs = load_runs(args.runs)
+    path = args.out or str(Path(os.path.commonpath([run_folder(p).resolve() for p in args.runs])) / "curves.png")
+    if plot_curves(runs, path) is None:
+        print("sweep.py: matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        return 1
+    print(f"curves: {path}")
+    return 0
+
+
+# -----------------------------------------------------------------------------
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
@@ -545,8 +638,15 @@ def main(argv=None):
     s.add_argument("folder")
     s.add_argument("--plot", help="PNG to write (default FOLDER/loss_vs_lr.png)")
     s.add_argument("--no_plot", action="store_true", help="do not plot")
+    c = sub.add_parser("curves", allow_abbrev=False, help="plot the training curves of runs into a PNG")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="a run's folder or its result.json")
+    c.add_argument("--out", help="PNG to write (default: curves.png in the folder the runs share)")
     args, extra = parser.parse_known_args(argv)
     try:
+        if args.command == "curves":
+            if extra:
+                raise SweepError(f"curves: unrecognized arguments {' '.join(extra)}")
+            return curves(args)
         if args.command == "summarize":
             if extra:
                 raise SweepError(f"summarize: unrecognized arguments {' '.join(extra)}")

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from model import GPT, GPTConfig
 from pace import PACE
-from prepare_fineweb import ShardError, read_shard
+from prepare_fineweb import ShardError, first_line, read_shard
 
 
 @dataclass
@@ -281,6 +281,20 @@ def save_atomically(path, save):
     with open(tmp, "wb") as f:
         save(f)
     os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    """The checkpoint train.py wrote at path, on the CPU, or a one-line error naming the file."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        die(f"{path} not found")
+    except Exception as e:  # truncated, not a torch file, or pickled code that weights_only refuses
+        die(f"cannot read {path}: {first_line(e)}")
+    missing = [k for k in ("model", "optimizer", "config") if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        die(f"{path} is not a train.py checkpoint: no {', '.join(map(repr, missing))}")
+    return ckpt
 
 
 def main(args):

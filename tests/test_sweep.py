@@ -301,3 +301,41 @@ def test_bad_input_is_a_one_line_error(fake_train, capsys, args, message):
     assert sweep.main(["run", "--dry_run", *args]) == 1
     err = capsys.readouterr().err
     assert err.startswith("sweep.py: error: ") and message in err and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- curves of single runs
+
+def test_curves_of_runs(tiny_run, tmp_path, capsys):
+    pytest.importorskip("matplotlib", exc_type=ImportError)
+    result = json.loads((tiny_run / "result.json").read_text())  # a real run's
+    with_telemetry = json.loads(json.dumps(result))
+    for s in with_telemetry["step_logs"][1:]:
+        s.update({key: 0.5 for key in sweep.TELEMETRY})
+    with_telemetry["config"]["optimizer"] = "ema"
+    for name, r in (("pace", result), ("ema", with_telemetry)):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "result.json").write_text(json.dumps(r))
+
+    runs = sweep.load_runs([tmp_path / "runs" / "pace", tmp_path / "runs" / "ema" / "result.json"])
+    assert [label for label, _ in runs] == ["pace", "ema"]
+    assert sweep.load_runs([tmp_path / "runs" / "pace"])[0][0] == "pace"
+    (tmp_path / "other" / "pace").mkdir(parents=True)
+    (tmp_path / "other" / "pace" / "result.json").write_text(json.dumps(result))
+    labels = [label for label, _ in sweep.load_runs([tmp_path / "runs" / "pace", tmp_path / "other" / "pace"])]
+    assert labels == ["runs/pace", "other/pace"]  # what tells them apart
+    assert sweep.plot_curves(runs[:1], tmp_path / "one.png") == ["val_loss", "loss"]
+    assert sweep.plot_curves(runs, tmp_path / "two.png") == ["val_loss", "loss", *sweep.TELEMETRY]
+    for png in ("one.png", "two.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+    assert sweep.main(["curves", str(tmp_path / "runs" / "pace"), str(tmp_path / "runs" / "ema")]) == 0
+    assert capsys.readouterr().out == f"curves: {tmp_path / 'runs' / 'curves.png'}\n"
+    assert (tmp_path / "runs" / "curves.png").stat().st_size > 20_000
+    assert sweep.main(["curves", str(tmp_path / "runs" / "ema" / "result.json")]) == 0  # one run: the PNG beside it
+    assert capsys.readouterr().out == f"curves: {tmp_path / 'runs' / 'ema' / 'curves.png'}\n"
+
+
+def test_curves_of_a_missing_run_is_an_error(tmp_path, capsys):
+    assert sweep.main(["curves", str(tmp_path / "nothing")]) == 1
+    assert capsys.readouterr().err.startswith(f"sweep.py: error: curves: {tmp_path / 'nothing' / 'result.json'}: ")

@@ -1,0 +1,48 @@
+"""Fixtures shared by the tests of the scripts that use a finished run: sample.py, hellaswag.py, export_hf.py."""
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from prepare_fineweb import write_shard
+
+
+@pytest.fixture(scope="session")
+def gpt2_encoding():
+    """tiktoken's GPT-2 encoding; offline it needs TIKTOKEN_CACHE_DIR (CI sets it)."""
+    import tiktoken
+    try:
+        return tiktoken.get_encoding("r50k_base")
+    except Exception as e:
+        pytest.skip(f"the GPT-2 tokenizer cannot be loaded offline (set TIKTOKEN_CACHE_DIR): {type(e).__name__}")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The models here are tiny: on shared cores a second thread only adds waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The folder of a finished PACE run of a tiny GPT with GPT-2's padded vocabulary, trained for
+    a few steps on random tokens below 512: its EMA (the returned model) and last iterate differ."""
+    data = tmp_path_factory.mktemp("tiny_run_data")
+    rng = np.random.default_rng(0)
+    write_shard(str(data / "fineweb_val_000000.bin"), rng.integers(0, 512, 2_000).astype(np.uint16))
+    write_shard(str(data / "fineweb_train_000001.bin"), rng.integers(0, 512, 5_000).astype(np.uint16))
+    out_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the model is tiny: on shared cores a second thread only adds waiting
+    try:
+        train.main([f"--data_dir={data}", f"--out_dir={out_dir}", "--optimizer=pace", "--n_layer=2", "--n_head=2",
+                    "--n_embd=32", "--block_size=32", "--batch_size=4", "--total_batch_size=128", "--max_steps=6",
+                    "--lr=1e-2", "--warmup_steps=2", "--eval_interval=6", "--eval_tokens=1024", "--ckpt_interval=6",
+                    "--ema_kappa=None", "--beta_ema=0.3"])
+    finally:
+        torch.set_num_threads(threads)
+    return out_dir
