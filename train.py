@@ -2,7 +2,7 @@
 Pretrain GPT-2 on FineWeb with AdamW, EMA-evaluated AdamW or PACE, on one process or many.
 
     python train.py configs/pace.py                      # GPT-2-124M on FineWeb 10B, one GPU
-    torchrun --standalone --nproc_per_node=8 train.py configs/pace.py
+    torchrun --standalone --nproc_per_node=8 train.py configs/gpu80gb.py configs/pace.py
     python train.py configs/cpu.py configs/ema.py        # a small model, a few minutes on a CPU
     python train.py configs/cpu.py --lr=3e-3 --out_dir=out/lr3e-3
 

@@ -481,7 +481,8 @@ def test_data_passes_are_announced_and_recorded(tmp_path, capsys):
     small = tmp_path / "data"
     small.mkdir()
     write_shard(str(small / "fineweb_val_000000.bin"), markov_tokens(3_000, seed=0))
-    write_shard(str(small / "fineweb_train_000001.bin"), markov_tokens(1_000, seed=1))
+    write_shard(str(small / "fineweb_train_000001.bin"), markov_tokens(600, seed=1))
+    write_shard(str(small / "fineweb_train_000002.bin"), markov_tokens(400, seed=2))
     result = run(small, tmp_path / "out", "--max_steps=5")
     assert "max_steps x total_batch_size = 1,280 tokens: 1.28 passes over the 1,000 tokens" in capsys.readouterr().out
     assert result["summary"]["data_passes"] == 1.28
