@@ -35,9 +35,9 @@ import inspect
 import json
 import math
 import os
+import re
 import runpy
 import sys
-import re
 import time
 import types
 import typing
@@ -101,7 +101,7 @@ class Settings:
     # (steps 500, 1000, ..., 19000, 19073) and the last iterate 20 times (1000, ..., 19000, 19073):
     # 59 * 10,485,760 = 6.2e8 forward tokens, 2.06% (adamw: 39 passes, 1.36%). eval_share() counts it.
     eval_interval: int = 500  # evaluate the returned model every this many steps, and after the last
-    vanilla_eval_interval: int = 1000  # ema, pace: the last iterate too at the evaluations of the steps that are multiples of this, and after the last
+    vanilla_eval_interval: int = 1000  # ema, pace: the last iterate too, at evaluations of multiples of this and after the last
     eval_tokens: int = 10_485_760  # the first this many tokens of the validation shard: the community's 10M
     log_interval: int = 10  # read the training loss back from the device every this many steps
     ckpt_interval: int = 1000  # write ckpt.pt every this many steps, and after the last
