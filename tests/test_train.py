@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import pace
 import train
 from model import GPT, GPTConfig
 from prepare_fineweb import write_shard
@@ -310,7 +311,7 @@ def test_each_method_trains(data_dir, tmp_path):
 
 
 def test_two_processes_match_one(data_dir, tmp_path):
-    common = ["--optimizer=pace", "--max_steps=8", "--eval_interval=4", "--ckpt_interval=8"]
+    common = ["--optimizer=pace", "--max_steps=8", "--eval_interval=4", "--vanilla_eval_interval=4", "--ckpt_interval=8"]
     out = finish(start(tmp_path / "log", os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone",
                        "--nproc_per_node=2", "train.py", *args_for(data_dir, tmp_path / "two", *common)))
     assert "2 process(es) on cpu, 1 accumulation step(s)" in out
@@ -429,6 +430,8 @@ def test_resume_stops_when_the_ranks_load_different_states(data_dir, tmp_path, r
 
 
 def test_a_compile_failure_on_one_rank_sends_every_rank_to_foreach(data_dir, tmp_path):
+    if pace.fused_error("cpu") is not None:
+        pytest.skip(f"the fused step does not compile on this machine either: {pace.fused_error('cpu')}")
     # rank 1 is on a node without a C++ compiler (and with an empty compile cache)
     no_compiler = {"CXX": str(tmp_path / "no" / "g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
     args = args_for(data_dir, tmp_path / "out", "--optimizer=pace", "--max_steps=2")
