@@ -383,6 +383,12 @@ def gather(procs, value):
     return values
 
 
+def leave(procs):
+    """Leave the process group: a process that exits with gloo's threads still running may abort."""
+    if procs.ddp:
+        dist.destroy_process_group()
+
+
 def by_rank(values):
     """'rank 1: x; ranks 0, 2: y': the processes' values (in rank order), grouped; None left out."""
     ranks = {}
@@ -627,17 +633,21 @@ class Run:
         self.bar.close()
         if self.procs.master:
             self.write_result("failed", message)
+        self.close()
         die(f"{message}; ckpt.pt holds the last checkpoint before it")
 
     def finish(self):
         self.bar.close()
         if self.procs.master:
             self.write_result("completed")  # again, for the final wall time
+        self.close()
+
+    def close(self):
         if self.procs.ddp:
             # free DDP before the process group: if DDP's reducer held the last reference, the group
             # would be destroyed while the GIL is held, which can deadlock with gloo's threads
             del self.model
-            dist.destroy_process_group()
+            leave(self.procs)
 
 
 def open_run(args, procs):
@@ -650,11 +660,13 @@ def open_run(args, procs):
     reports = gather(procs, (error, run and run.state()))
     errors = [error for error, _ in reports]
     if any(errors):
+        leave(procs)
         die(errors[0] if procs.world_size == 1 else by_rank(errors))
     states = [state for _, state in reports]
     differences = [f"{key}: {by_rank([repr(s[key]) for s in states])}" for key in states[0]
                    if any(s[key] != states[0][key] for s in states)]
     if differences:
+        leave(procs)
         die(f"the processes do not hold the same run ({'; '.join(differences)}): out_dir must be on a file system "
             f"they all share, and their settings the same")
 
