@@ -2,7 +2,7 @@
 Pretrain GPT-2 on FineWeb with AdamW, EMA-evaluated AdamW or PACE, on one process or many.
 
     python train.py configs/pace.py                      # GPT-2-124M on FineWeb 10B, one GPU
-    torchrun --standalone --nproc_per_node=8 train.py configs/pace.py
+    torchrun --standalone --nproc_per_node=8 train.py configs/gpu80gb.py configs/pace.py
     python train.py configs/cpu.py configs/ema.py        # a small model, a few minutes on a CPU
     python train.py configs/cpu.py --lr=3e-3 --out_dir=out/lr3e-3
 
@@ -13,12 +13,17 @@ bare (--out_dir=out/x). Later files and arguments win.
 
 A run writes two files into out_dir:
   result.json  {"config", "summary", "eval_logs", "step_logs"}, rewritten at every evaluation;
-               summary.status is "running", "completed" or "failed".
+               summary.status is "running", "completed" or "failed"; summary.eval_time is the
+               seconds spent evaluating, summary.data_passes the passes over the training data.
   ckpt.pt      the live weights (ckpt["model"]), the optimizer with its EMA, the step, the
                data position, the RNG states, the config and the logs.
 --resume=True continues the run in out_dir from ckpt.pt; a run killed at any moment and
 resumed ends exactly as it would have without the interruption. With several nodes, out_dir
 must be on a file system they share.
+
+Under torchrun every process checks the settings, out_dir, the checkpoint and the data before
+the first collective; then all agree (the same settings, step, data position and weights, and
+one implementation of the optimizer step) or all stop, with the failing rank's message.
 
 The model a method returns is the EMA for ema and pace: to get it from ckpt.pt, load
 ckpt["model"] into the model and ckpt["optimizer"] into the optimizer, then call opt.eval().
@@ -30,11 +35,13 @@ import inspect
 import json
 import math
 import os
+import re
 import runpy
 import sys
 import time
 import types
 import typing
+import zlib
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 
@@ -45,8 +52,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from model import GPT, GPTConfig
-from pace import PACE
-from prepare_fineweb import ShardError, first_line, read_shard
+from pace import PACE, fused_error
+from prepare_fineweb import ShardError, read_shard
 
 
 @dataclass
@@ -88,8 +95,13 @@ class Settings:
     warmup_steps: int = 700
     min_lr_ratio: float = 0.1  # cos and wsd end at min_lr_ratio·lr
     decay_frac: float = 0.2  # wsd only
-    # evaluation, logging, checkpoints
-    eval_interval: int = 250  # evaluate every this many steps, and after the last
+    # evaluation, logging, checkpoints. With these defaults evaluation costs ~2.1% of the recipe's
+    # compute (an estimate; a forward pass costs ~1/3 of a training step per token): training is
+    # 19,073 * 524,288 * 3 = 3.0e10 forward-token equivalents; pace and ema evaluate the EMA 39 times
+    # (steps 500, 1000, ..., 19000, 19073) and the last iterate 20 times (1000, ..., 19000, 19073):
+    # 59 * 10,485,760 = 6.2e8 forward tokens, 2.06% (adamw: 39 passes, 1.36%). eval_share() counts it.
+    eval_interval: int = 500  # evaluate the returned model every this many steps, and after the last
+    vanilla_eval_interval: int = 1000  # ema, pace: the last iterate too, at evaluations of multiples of this and after the last
     eval_tokens: int = 10_485_760  # the first this many tokens of the validation shard: the community's 10M
     log_interval: int = 10  # read the training loss back from the device every this many steps
     ckpt_interval: int = 1000  # write ckpt.pt every this many steps, and after the last
@@ -97,13 +109,21 @@ class Settings:
 
 # settings a resumed run may change: where files are and how the steps are executed, not what they compute
 RESUMABLE_CHANGES = ("data_dir", "out_dir", "resume", "device", "compile", "batch_size",
-                     "eval_interval", "log_interval", "ckpt_interval")
-# dense bf16 peak FLOP/s of some GPUs, for the MFU in the progress bar
-PEAK_FLOPS = {"A100": 312e12, "H100": 989e12}
+                     "eval_interval", "vanilla_eval_interval", "log_interval", "ckpt_interval")
+# what a checkpoint holds; eval_time too, except in those written before train.py recorded it
+CHECKPOINT_KEYS = ("model", "optimizer", "step", "data_pos", "rng", "config", "eval_logs", "step_logs", "wall_time")
+# dense bf16 peak FLOP/s (no sparsity) of some GPUs, for the MFU in the progress bar. The first name
+# found as whole words in torch.cuda.get_device_name() wins: "NVIDIA H100 80GB HBM3" is the SXM card.
+PEAK_FLOPS = (
+    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200 NVL", 835e12), ("H200", 989e12),
+    ("B200", 2.25e15), ("A100", 312e12), ("L40S", 362e12),
+    ("RTX 4090", 165e12),  # with float32 accumulation, as under autocast; 330e12 is with float16 accumulation
+)
+ERROR_PREFIX = "train.py: error: "
 
 
 def die(message):
-    raise SystemExit(f"train.py: error: {message}")
+    raise SystemExit(f"{ERROR_PREFIX}{message}")
 
 
 def load_settings(args):
@@ -162,7 +182,7 @@ def check_settings(cfg):
         if getattr(cfg, key) not in allowed:
             die(f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
     for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "batch_size", "total_batch_size",
-                "max_steps", "eval_interval", "eval_tokens", "log_interval", "ckpt_interval"):
+                "max_steps", "eval_interval", "vanilla_eval_interval", "eval_tokens", "log_interval", "ckpt_interval"):
         if getattr(cfg, key) <= 0:
             die(f"{key} must be positive, got {getattr(cfg, key)}")
     if cfg.n_embd % cfg.n_head:
@@ -255,24 +275,45 @@ class DataLoader:
         return torch.from_numpy(np.concatenate(parts).astype(np.int64))
 
 
+def due(step, interval, cfg):
+    """Whether an event of this interval (evaluation, checkpoint) follows step `step`: at its multiples and at the last."""
+    return step % interval == 0 or step == cfg.max_steps
+
+
+def eval_share(cfg):
+    """Evaluation's forward passes over the training compute, an estimate: a forward pass costs
+    ~1/3 of a training step per token."""
+    evaluations = [s for s in range(1, cfg.max_steps + 1) if due(s, cfg.eval_interval, cfg)]
+    passes = len(evaluations)
+    if cfg.optimizer != "adamw":  # adamw returns the last iterate: one pass serves both
+        passes += sum(due(s, cfg.vanilla_eval_interval, cfg) for s in evaluations)
+    return passes * cfg.eval_tokens / (3 * cfg.max_steps * cfg.total_batch_size)
+
+
+def peak_flops(device_name):
+    """The dense bf16 peak FLOP/s of the GPU called device_name, or None for a GPU not in PEAK_FLOPS."""
+    return next((flops for name, flops in PEAK_FLOPS if re.search(rf"\b{re.escape(name)}\b", device_name)), None)
+
+
 @torch.no_grad()
-def evaluate(model, val_tokens, batch_size, block_size, rank, world_size, device, autocast):
-    """Mean loss per token over val_tokens; each process takes a contiguous share of the sequences."""
+def evaluate(model, val_share, batch_size, block_size, world_size, autocast):
+    """Mean loss per token over every process's share of the validation sequences. val_share is this
+    process's share, already on the device; the sums stay there until the one read-back at the end."""
     model.eval()
-    n_seq = (len(val_tokens) - 1) // block_size
-    lo, hi = rank * n_seq // world_size, (rank + 1) * n_seq // world_size
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss summed over tokens, token count
-    for i in range(lo, hi, batch_size):
-        j = min(i + batch_size, hi)
-        buf = torch.from_numpy(val_tokens[i * block_size:j * block_size + 1].astype(np.int64)).to(device)
-        x, y = buf[:-1].view(-1, block_size), buf[1:].view(-1, block_size)
+    n_seq = (len(val_share) - 1) // block_size
+    total = torch.tensor([0.0, n_seq * block_size], dtype=torch.float64, device=val_share.device)  # loss summed over tokens, token count
+    for i in range(0, n_seq, batch_size):
+        j = min(i + batch_size, n_seq)
+        x = val_share[i * block_size:j * block_size].view(-1, block_size)
+        y = val_share[i * block_size + 1:j * block_size + 1].view(-1, block_size)
         with autocast:
             _, loss = model(x, y)
-        total += torch.stack([loss.double() * y.numel(), torch.tensor(y.numel(), dtype=torch.float64, device=device)])
+        total[0] += loss.double() * y.numel()
     if world_size > 1:
         dist.all_reduce(total)
     model.train()
-    return (total[0] / total[1]).item()
+    loss_sum, count = total.tolist()
+    return loss_sum / count
 
 
 def save_atomically(path, save):
@@ -284,222 +325,387 @@ def save_atomically(path, save):
 
 
 def load_checkpoint(path):
-    """The checkpoint train.py wrote at path, on the CPU, or a one-line error naming the file."""
+    """The checkpoint train.py wrote at path, its tensors on the CPU. weights_only=True on every torch
+    version: tensors and plain containers only, so a tampered file cannot run code."""
+    what_to_do = "restore a good copy of it, or start a new run in another out_dir"
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         die(f"{path} not found")
-    except Exception as e:  # truncated, not a torch file, or pickled code that weights_only refuses
-        die(f"cannot read {path}: {first_line(e)}")
-    missing = [k for k in ("model", "optimizer", "config") if not isinstance(ckpt, dict) or k not in ckpt]
+    except Exception as e:  # truncated, not a torch file, objects that need code: all unreadable alike
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [""]
+        # torch names a refused object (GLOBAL module.name) on a line of its own, after advice to load it anyway
+        reason = next((line for line in lines if "GLOBAL" in line), lines[0].split(". ")[0])
+        die(f"cannot read the checkpoint {path} ({type(e).__name__}: {reason[:200]}); it is truncated, "
+            f"not a checkpoint or holds objects other than tensors; {what_to_do}")
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
     if missing:
-        die(f"{path} is not a train.py checkpoint: no {', '.join(map(repr, missing))}")
+        die(f"{path} is not a checkpoint of train.py: it lacks {', '.join(missing)}; {what_to_do}")
     return ckpt
+
+
+def weights_checksum(state_dict):
+    """A CRC-32 of the tensors' bytes, in order: equal weights give equal checksums on every machine."""
+    crc = 0
+    for tensor in state_dict.values():
+        crc = zlib.crc32(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy(), crc)
+    return f"{crc:08x}"
+
+
+@dataclass
+class Processes:
+    """This process among those torchrun started; without torchrun, rank 0 of 1."""
+    ddp: bool = False
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def master(self):
+        return self.rank == 0  # the process that writes files and shows progress
+
+
+def start_processes():
+    """This process's place, from torchrun's RANK, LOCAL_RANK and WORLD_SIZE, and the process group."""
+    if "RANK" not in os.environ:
+        return Processes()
+    procs = Processes(True, *(int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")))
+    # joined before the settings are read, so that a rank whose settings fail still takes part in the
+    # agreement: gloo for CPU tensors (the agreement, runs on CPUs), nccl for CUDA tensors
+    dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+    return procs
+
+
+def gather(procs, value):
+    """value (any picklable object) of every process, in rank order."""
+    if not procs.ddp:
+        return [value]
+    values = [None] * procs.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def leave(procs):
+    """Leave the process group: a process that exits with gloo's threads still running may abort."""
+    if procs.ddp:
+        dist.destroy_process_group()
+
+
+def by_rank(values):
+    """'rank 1: x; ranks 0, 2: y': the processes' values (in rank order), grouped; None left out."""
+    ranks = {}
+    for rank, value in enumerate(values):
+        if value is not None:
+            ranks.setdefault(value, []).append(rank)
+    return "; ".join(f"rank{'s' if len(r) > 1 else ''} {', '.join(map(str, r))}: {value}" for value, r in ranks.items())
+
+
+class Run:
+    """One process's part of a training run: its settings, data, model, optimizer and logs."""
+
+    def __init__(self, args, procs):
+        """Open a new run in out_dir or resume the one there. All that can fail on one process and
+        not on another is checked here, before any collective and before anything is written."""
+        cfg = self.cfg = load_settings(args)
+        check_settings(cfg)
+        self.procs = procs
+        self.config = {k: v for k, v in asdict(cfg).items() if k != "resume"}  # resume is an action, not part of the run
+        self.device_type = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+        if self.device_type == "cuda" and not torch.cuda.is_available():
+            die("device=cuda but no CUDA device is available")
+        self.device = f"cuda:{procs.local_rank}" if self.device_type == "cuda" else "cpu"
+        if self.device_type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls that remain outside autocast
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device_type == "cuda" else nullcontext()
+        tokens_per_micro_step = cfg.batch_size * cfg.block_size * procs.world_size
+        if cfg.total_batch_size % tokens_per_micro_step:
+            die(f"total_batch_size ({cfg.total_batch_size}) must be a multiple of batch_size * block_size * processes "
+                f"= {cfg.batch_size} * {cfg.block_size} * {procs.world_size} = {tokens_per_micro_step}")
+        ckpt = self.open_out_dir()
+        self.open_data(grad_accum_steps=cfg.total_batch_size // tokens_per_micro_step)
+        self.make_model(ckpt)
+
+    def open_out_dir(self):
+        """The checkpoint to resume from, or None for a new run."""
+        cfg = self.cfg
+        self.ckpt_path, self.result_path = os.path.join(cfg.out_dir, "ckpt.pt"), os.path.join(cfg.out_dir, "result.json")
+        ckpt = None
+        if cfg.resume and os.path.exists(self.ckpt_path):
+            ckpt = load_checkpoint(self.ckpt_path)
+            for key, value in self.config.items():
+                if key not in RESUMABLE_CHANGES and ckpt["config"].get(key) != value:
+                    die(f"{key} is {value!r} but the run in {cfg.out_dir} has {ckpt['config'].get(key)!r}; "
+                        f"a resumed run must keep it (or start a new out_dir)")
+        elif not cfg.resume and (os.path.exists(self.ckpt_path) or os.path.exists(self.result_path)):
+            die(f"{cfg.out_dir} already holds a run: continue it with --resume=True or choose another out_dir")
+        return ckpt
+
+    def open_data(self, grad_accum_steps):
+        """The training shards, and this process's share of the validation sequences, on the device once."""
+        cfg, procs = self.cfg, self.procs
+        try:
+            self.loader = DataLoader(cfg.data_dir, cfg.batch_size, cfg.block_size, grad_accum_steps, procs.rank, procs.world_size)
+            val_path = os.path.join(cfg.data_dir, "fineweb_val_000000.bin")
+            val_tokens = read_shard(val_path)[:cfg.eval_tokens + 1]
+        except ShardError as e:
+            die(e)
+        if len(val_tokens) < cfg.eval_tokens + 1:
+            die(f"{val_path} holds {len(val_tokens)} tokens, fewer than eval_tokens + 1 = {cfg.eval_tokens + 1}")
+        n_seq = cfg.eval_tokens // cfg.block_size
+        lo, hi = procs.rank * n_seq // procs.world_size, (procs.rank + 1) * n_seq // procs.world_size
+        self.val_share = torch.from_numpy(val_tokens[lo * cfg.block_size:hi * cfg.block_size + 1].astype(np.int64)).to(self.device)
+
+    def make_model(self, ckpt):
+        """The model and the optimizer, at their state in ckpt when there is one."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        self.raw_model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                                       n_head=cfg.n_head, n_embd=cfg.n_embd)).to(self.device)
+        self.opt = make_optimizer(cfg, self.raw_model)
+        self.step, self.eval_logs, self.step_logs, self.past_wall_time, self.eval_time = 0, [], [], 0.0, 0.0
+        self.checksum = None  # of the weights in the checkpoint
+        if ckpt is not None:
+            self.raw_model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.step, self.loader.pos = ckpt["step"], ckpt["data_pos"]
+            self.eval_logs, self.step_logs, self.past_wall_time = ckpt["eval_logs"], ckpt["step_logs"], ckpt["wall_time"]
+            self.eval_time = ckpt.get("eval_time", 0.0)
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            if self.device_type == "cuda" and ckpt["rng"]["cuda"] is not None:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+            self.checksum = weights_checksum(ckpt["model"])
+
+    def state(self):
+        """What every process must hold alike before training: the settings (but the paths, which
+        may differ between nodes) and where the run stands."""
+        settings = {k: v for k, v in self.config.items() if k not in ("data_dir", "out_dir")}
+        return {**settings, "step": self.step, "data position": self.loader.pos, "weights checksum": self.checksum}
+
+    def use_fused(self, fused):
+        # the path every process agreed on; a loaded state_dict brings the choice of the run that saved it
+        for group in self.opt.param_groups:
+            group["fused"] = fused
+
+    def build(self):
+        """Compile and wrap the model, say what the run will do, and start the clock."""
+        cfg, procs = self.cfg, self.procs
+        use_compile = self.device_type == "cuda" if cfg.compile is None else cfg.compile
+        self.eval_model = torch.compile(self.raw_model) if use_compile else self.raw_model  # shares raw_model's parameters
+        self.model = DDP(self.eval_model, device_ids=[procs.local_rank] if self.device_type == "cuda" else None) \
+            if procs.ddp else self.eval_model
+        self.peak_flops = peak_flops(torch.cuda.get_device_name()) if self.device_type == "cuda" else None
+        self.train_tokens = int(self.loader.starts[-1])
+        self.session_start = time.time()
+        if procs.master:
+            print(f"{self.raw_model.num_params(non_embedding=False):,} parameters, {procs.world_size} process(es) on "
+                  f"{self.device_type}, {self.loader.grad_accum_steps} accumulation step(s) of {cfg.batch_size} x "
+                  f"{cfg.block_size} tokens, optimizer {cfg.optimizer}, out_dir {cfg.out_dir}")
+            if cfg.resume and self.checksum is None:
+                print(f"no checkpoint in {cfg.out_dir}: starting from step 0")
+            passes = cfg.max_steps * cfg.total_batch_size / self.train_tokens
+            if passes > 1:
+                print(f"max_steps x total_batch_size = {cfg.max_steps * cfg.total_batch_size:,} tokens: {passes:.2f} passes "
+                      f"over the {self.train_tokens:,} tokens of the training shards (the data repeats)")
+            print(f"evaluation: ~{eval_share(cfg):.1%} of the training compute (an estimate)")
+            if self.device_type == "cuda" and self.peak_flops is None:
+                print(f"no MFU: the peak FLOP/s of {torch.cuda.get_device_name()} is not in train.py's PEAK_FLOPS")
+            os.makedirs(cfg.out_dir, exist_ok=True)
+            self.write_result("completed" if self.step == cfg.max_steps else "running")
+        self.pending = []  # (step, lr, loss, grad norm) of the steps not yet logged, the last two on the device
+        self.bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not procs.master, unit="step", dynamic_ncols=True)
+        self.last_log_time, self.last_log_step = time.time(), self.step
+
+    def train_step(self):
+        """One optimizer step: the micro-batches of a global batch, gradient clipping, the update."""
+        cfg = self.cfg
+        lr = get_lr(self.step, cfg)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        loss_accum = torch.zeros((), device=self.device)
+        micro_batches = self.loader.next_batch()
+        for micro_step, tokens in enumerate(micro_batches):
+            if self.device_type == "cuda":
+                tokens = tokens.pin_memory().to(self.device, non_blocking=True)  # the copy overlaps the GPU's work
+            x, y = tokens[:-1].view(cfg.batch_size, cfg.block_size), tokens[1:].view(cfg.batch_size, cfg.block_size)
+            if self.procs.ddp:
+                # all-reduce the gradients in the last backward pass only; DDP reads this flag in forward()
+                self.model.require_backward_grad_sync = micro_step == len(micro_batches) - 1
+            with self.autocast:
+                _, loss = self.model(x, y)
+            loss = loss / len(micro_batches)  # the gradients add up over micro-steps: make them a mean
+            loss_accum += loss.detach()
+            loss.backward()
+        # with grad_clip 0 this measures the norm only (it scales the gradients by 1)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip or float("inf"))
+        self.opt.step()
+        self.opt.zero_grad()
+        self.step += 1
+        self.bar.update()
+        self.pending.append((self.step, lr, loss_accum, grad_norm))
+
+    def log(self):
+        """The steps since the last log into step_logs, read back with one device synchronization."""
+        losses = torch.stack([p[2] for p in self.pending])
+        if self.procs.ddp:
+            dist.all_reduce(losses)
+            losses /= self.procs.world_size
+        values = torch.stack([losses, torch.stack([p[3] for p in self.pending])], dim=1).tolist()
+        for (s, lr, _, _), (loss, norm) in zip(self.pending, values):
+            if not math.isfinite(loss):
+                self.fail(f"non-finite training loss {loss} at step {s}")
+            self.step_logs.append({"step": s, "lr": lr, "loss": loss, "grad_norm": norm})
+        self.pending.clear()
+        now = time.time()
+        tokens_per_s = (self.step - self.last_log_step) * self.cfg.total_batch_size / (now - self.last_log_time)
+        self.last_log_time, self.last_log_step = now, self.step
+        postfix = {"loss": f"{self.step_logs[-1]['loss']:.4f}", "lr": f"{self.step_logs[-1]['lr']:.2e}",
+                   "tok/s": f"{tokens_per_s:,.0f}"}
+        if self.peak_flops:
+            postfix["mfu"] = f"{self.raw_model.estimate_mfu(tokens_per_s, self.peak_flops * self.procs.world_size):.1%}"
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def evaluate(self):
+        """The returned model's validation loss, and the last iterate's when it is due, into eval_logs."""
+        cfg, start = self.cfg, time.time()
+        vanilla = ema = None
+        if cfg.optimizer == "adamw" or due(self.step, cfg.vanilla_eval_interval, cfg):
+            vanilla = self.val_loss()
+        if cfg.optimizer != "adamw":
+            self.opt.eval()  # the EMA into the model's parameters
+            ema = self.val_loss()
+            self.opt.train()  # the live weights back, bit for bit
+        self.eval_time += time.time() - start
+        entry = {"step": self.step, "val_loss": vanilla if ema is None else ema, "ema_val_loss": ema, "vanilla_val_loss": vanilla}
+        for key in ("val_loss", "vanilla_val_loss"):
+            if entry[key] is not None and not math.isfinite(entry[key]):
+                self.fail(f"non-finite {key} {entry[key]} at step {self.step}")
+        self.eval_logs.append(entry)
+        if self.procs.master:
+            self.bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k != "step" and v is not None))
+            self.write_result("completed" if self.step == cfg.max_steps else "running")
+
+    def val_loss(self):
+        return evaluate(self.eval_model, self.val_share, self.cfg.batch_size, self.cfg.block_size, self.procs.world_size, self.autocast)
+
+    def save_checkpoint(self):
+        if not self.procs.master:
+            return
+        state = {
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "step": self.step,
+            "data_pos": self.loader.pos,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state() if self.device_type == "cuda" else None},
+            "config": self.config,
+            "eval_logs": self.eval_logs,
+            "step_logs": self.step_logs,
+            "wall_time": self.wall_time(),
+            "eval_time": self.eval_time,
+        }
+        save_atomically(self.ckpt_path, lambda f: torch.save(state, f))
+
+    def wall_time(self):
+        return self.past_wall_time + time.time() - self.session_start
+
+    def write_result(self, status, error=None):
+        cfg, step, wall_time = self.cfg, self.step, self.wall_time()
+        last_eval = self.eval_logs[-1] if self.eval_logs else {}
+        summary = {
+            "status": status,
+            "final_val_loss": last_eval.get("val_loss"),  # the returned model's: the number to compare
+            "final_train_loss": self.step_logs[-1]["loss"] if self.step_logs else None,
+            "vanilla_val_loss": last_eval.get("vanilla_val_loss"),
+            "ema_val_loss": last_eval.get("ema_val_loss"),
+            "steps": step,
+            "tokens_seen": step * cfg.total_batch_size,
+            "data_passes": step * cfg.total_batch_size / self.train_tokens,
+            # the only three fields that change when the same run is repeated
+            "wall_time": wall_time,
+            "eval_time": self.eval_time,
+            "tokens_per_s": step * cfg.total_batch_size / wall_time if step else 0.0,
+        }
+        if error is not None:
+            summary["error"] = error
+        result = {"config": self.config, "summary": summary, "eval_logs": self.eval_logs, "step_logs": self.step_logs}
+        save_atomically(self.result_path, lambda f: f.write(json.dumps(result, indent=1).encode()))
+
+    def fail(self, message):
+        self.bar.close()
+        if self.procs.master:
+            self.write_result("failed", message)
+        self.close()
+        die(f"{message}; ckpt.pt holds the last checkpoint before it")
+
+    def finish(self):
+        self.bar.close()
+        if self.procs.master:
+            self.write_result("completed")  # again, for the final wall time
+        self.close()
+
+    def close(self):
+        if self.procs.ddp:
+            # free DDP before the process group: if DDP's reducer held the last reference, the group
+            # would be destroyed while the GIL is held, which can deadlock with gloo's threads
+            del self.model
+            leave(self.procs)
+
+
+def open_run(args, procs):
+    """The run, opened by every process; all go on together, or all stop with the message of the
+    process whose check failed, or with what the processes disagree on."""
+    try:
+        run, error = Run(args, procs), None
+    except SystemExit as e:
+        run, error = None, str(e.code).removeprefix(ERROR_PREFIX)
+    reports = gather(procs, (error, run and run.state()))
+    errors = [error for error, _ in reports]
+    if any(errors):
+        leave(procs)
+        die(errors[0] if procs.world_size == 1 else by_rank(errors))
+    states = [state for _, state in reports]
+    differences = [f"{key}: {by_rank([repr(s[key]) for s in states])}" for key in states[0]
+                   if any(s[key] != states[0][key] for s in states)]
+    if differences:
+        leave(procs)
+        die(f"the processes do not hold the same run ({'; '.join(differences)}): out_dir must be on a file system "
+            f"they all share, and their settings the same")
+
+    # one implementation of the optimizer step for all: rounding differs between them
+    if procs.master:
+        print("compiling the optimizer's fused step (now and at the first step; cached on disk for later runs)...", flush=True)
+    # probed with the run's hyperparameters, which the kernels compile in: the first step then reuses them
+    fused_errors = gather(procs, fused_error(run.device, run.opt.param_groups[0]))  # None where the compiled step works
+    failed = [rank for rank, e in enumerate(fused_errors) if e is not None]
+    if failed and procs.master:
+        where = "here" if procs.world_size == 1 else f"on rank{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed))}"
+        reason = fused_errors[failed[0]].splitlines()[0][:200]
+        print(f"the optimizer's fused step does not compile {where} ({reason}); every process uses foreach")
+    run.use_fused(not failed)
+    return run
 
 
 def main(args):
     if "-h" in args or "--help" in args:
         print(__doc__ + "\n" + inspect.getsource(Settings))
         return
-    cfg = load_settings(args)
-    check_settings(cfg)
-    config = {k: v for k, v in asdict(cfg).items() if k != "resume"}  # resume is an action, not part of the run
-
-    # processes and devices: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
-    ddp = "RANK" in os.environ
-    rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if ddp else (0, 0, 1)
-    master = rank == 0  # the process that writes files and shows progress
-    device_type = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    if device_type == "cuda" and not torch.cuda.is_available():
-        die("device=cuda but no CUDA device is available")
-    device = f"cuda:{local_rank}" if device_type == "cuda" else "cpu"
-    if device_type == "cuda":
-        torch.cuda.set_device(device)
-        torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls that remain outside autocast
-    if ddp:
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo",
-                                device_id=torch.device(device) if device_type == "cuda" else None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device_type == "cuda" else nullcontext()
-    tokens_per_micro_step = cfg.batch_size * cfg.block_size * world_size
-    if cfg.total_batch_size % tokens_per_micro_step:
-        die(f"total_batch_size ({cfg.total_batch_size}) must be a multiple of batch_size * block_size * processes "
-            f"= {cfg.batch_size} * {cfg.block_size} * {world_size} = {tokens_per_micro_step}")
-    grad_accum_steps = cfg.total_batch_size // tokens_per_micro_step
-
-    # out_dir: a new run, or the continuation of the one there
-    ckpt_path, result_path = os.path.join(cfg.out_dir, "ckpt.pt"), os.path.join(cfg.out_dir, "result.json")
-    ckpt = None
-    if cfg.resume and os.path.exists(ckpt_path):
-        ckpt = torch.load(ckpt_path, map_location="cpu")
-        for key, value in config.items():
-            if key not in RESUMABLE_CHANGES and ckpt["config"].get(key) != value:
-                die(f"{key} is {value!r} but the run in {cfg.out_dir} has {ckpt['config'].get(key)!r}; "
-                    f"a resumed run must keep it (or start a new out_dir)")
-    elif not cfg.resume and (os.path.exists(ckpt_path) or os.path.exists(result_path)):
-        die(f"{cfg.out_dir} already holds a run: continue it with --resume=True or choose another out_dir")
-    if ddp:
-        dist.barrier()  # every process has looked at out_dir before the master writes to it
-    if master:
-        os.makedirs(cfg.out_dir, exist_ok=True)
-
-    # data
-    try:
-        loader = DataLoader(cfg.data_dir, cfg.batch_size, cfg.block_size, grad_accum_steps, rank, world_size)
-        val_path = os.path.join(cfg.data_dir, "fineweb_val_000000.bin")
-        val_tokens = read_shard(val_path)[:cfg.eval_tokens + 1]
-    except ShardError as e:
-        die(e)
-    if len(val_tokens) < cfg.eval_tokens + 1:
-        die(f"{val_path} holds {len(val_tokens)} tokens, fewer than eval_tokens + 1 = {cfg.eval_tokens + 1}")
-
-    # model and optimizer
-    torch.manual_seed(cfg.seed)
-    raw_model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
-                              n_head=cfg.n_head, n_embd=cfg.n_embd)).to(device)
-    opt = make_optimizer(cfg, raw_model)
-    step, eval_logs, step_logs, past_wall_time = 0, [], [], 0.0
-    if ckpt is not None:
-        raw_model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        step, loader.pos, eval_logs, step_logs = ckpt["step"], ckpt["data_pos"], ckpt["eval_logs"], ckpt["step_logs"]
-        past_wall_time = ckpt["wall_time"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device_type == "cuda" and ckpt["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-    elif cfg.resume and master:
-        print(f"no checkpoint in {cfg.out_dir}: starting from step 0")
-    use_compile = device_type == "cuda" if cfg.compile is None else cfg.compile
-    eval_model = torch.compile(raw_model) if use_compile else raw_model  # shares raw_model's parameters
-    model = DDP(eval_model, device_ids=[local_rank] if device_type == "cuda" else None) if ddp else eval_model
-    peak_flops = next((f for name, f in PEAK_FLOPS.items() if name in torch.cuda.get_device_name()), None) \
-        if device_type == "cuda" else None
-    if master:
-        print(f"{raw_model.num_params(non_embedding=False):,} parameters, {world_size} process(es) on {device_type}, "
-              f"{grad_accum_steps} accumulation step(s) of {cfg.batch_size} x {cfg.block_size} tokens, "
-              f"optimizer {cfg.optimizer}, out_dir {cfg.out_dir}")
-
-    def write_result(status, error=None):
-        wall_time = past_wall_time + time.time() - session_start
-        last_eval = eval_logs[-1] if eval_logs else {}
-        summary = {
-            "status": status,
-            "final_val_loss": last_eval.get("val_loss"),  # the returned model's: the number to compare
-            "final_train_loss": step_logs[-1]["loss"] if step_logs else None,
-            "vanilla_val_loss": last_eval.get("vanilla_val_loss"),
-            "ema_val_loss": last_eval.get("ema_val_loss"),
-            "steps": step,
-            "tokens_seen": step * cfg.total_batch_size,
-            # the only two fields that change when the same run is repeated
-            "wall_time": wall_time,
-            "tokens_per_s": step * cfg.total_batch_size / wall_time if step else 0.0,
-        }
-        if error is not None:
-            summary["error"] = error
-        result = {"config": config, "summary": summary, "eval_logs": eval_logs, "step_logs": step_logs}
-        save_atomically(result_path, lambda f: f.write(json.dumps(result, indent=1).encode()))
-
-    def val_loss():
-        return evaluate(eval_model, val_tokens, cfg.batch_size, cfg.block_size, rank, world_size, device, autocast)
-
-    def fail(message):
-        bar.close()
-        if master:
-            write_result("failed", message)
-        die(f"{message}; ckpt.pt holds the last checkpoint before it")
-
-    # training loop
-    session_start = time.time()
-    if master:
-        write_result("completed" if step == cfg.max_steps else "running")
-    pending = []  # (step, lr, loss, grad norm) of the steps not yet logged, the last two on the device
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not master, unit="step", dynamic_ncols=True)
-    last_log_time, last_log_step = time.time(), step
-    while step < cfg.max_steps:
-        lr = get_lr(step, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        loss_accum = torch.zeros((), device=device)
-        for micro_step, tokens in enumerate(loader.next_batch()):
-            if device_type == "cuda":
-                tokens = tokens.pin_memory().to(device, non_blocking=True)  # the copy overlaps the GPU's work
-            x, y = tokens[:-1].view(cfg.batch_size, cfg.block_size), tokens[1:].view(cfg.batch_size, cfg.block_size)
-            if ddp:
-                # all-reduce the gradients in the last backward pass only; DDP reads this flag in forward()
-                model.require_backward_grad_sync = micro_step == grad_accum_steps - 1
-            with autocast:
-                _, loss = model(x, y)
-            loss = loss / grad_accum_steps  # the gradients add up over micro-steps: make them a mean
-            loss_accum += loss.detach()
-            loss.backward()
-        # with grad_clip 0 this measures the norm only (it scales the gradients by 1)
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip or float("inf"))
-        opt.step()
-        opt.zero_grad()
-        step += 1
-        bar.update()
-        pending.append((step, lr, loss_accum, grad_norm))
-
-        eval_due = step % cfg.eval_interval == 0 or step == cfg.max_steps
-        ckpt_due = step % cfg.ckpt_interval == 0 or step == cfg.max_steps
-        if step % cfg.log_interval == 0 or eval_due or ckpt_due:
-            # one device synchronization for all the steps since the last log
-            losses = torch.stack([p[2] for p in pending])
-            if ddp:
-                dist.all_reduce(losses)
-                losses /= world_size
-            values = torch.stack([losses, torch.stack([p[3] for p in pending])], dim=1).tolist()
-            for (s, lr_s, _, _), (loss_s, norm_s) in zip(pending, values):
-                if not math.isfinite(loss_s):
-                    fail(f"non-finite training loss {loss_s} at step {s}")
-                step_logs.append({"step": s, "lr": lr_s, "loss": loss_s, "grad_norm": norm_s})
-            pending.clear()
-            now = time.time()
-            tokens_per_s = (step - last_log_step) * cfg.total_batch_size / (now - last_log_time)
-            last_log_time, last_log_step = now, step
-            postfix = {"loss": f"{step_logs[-1]['loss']:.4f}", "lr": f"{lr:.2e}", "tok/s": f"{tokens_per_s:,.0f}"}
-            if peak_flops:
-                postfix["mfu"] = f"{raw_model.estimate_mfu(tokens_per_s, peak_flops * world_size):.1%}"
-            bar.set_postfix(postfix, refresh=False)
-
+    procs = start_processes()
+    run = open_run(args, procs)  # every process checks everything, then all go on or all stop
+    run.build()
+    cfg = run.cfg
+    while run.step < cfg.max_steps:
+        run.train_step()
+        eval_due, ckpt_due = due(run.step, cfg.eval_interval, cfg), due(run.step, cfg.ckpt_interval, cfg)
+        if run.step % cfg.log_interval == 0 or eval_due or ckpt_due:
+            run.log()
         if eval_due:
-            vanilla, ema = val_loss(), None
-            if cfg.optimizer != "adamw":
-                opt.eval()  # the EMA into the model's parameters
-                ema = val_loss()
-                opt.train()  # the live weights back, bit for bit
-            entry = {"step": step, "val_loss": vanilla if ema is None else ema, "ema_val_loss": ema, "vanilla_val_loss": vanilla}
-            for key in ("val_loss", "vanilla_val_loss"):
-                if not math.isfinite(entry[key]):
-                    fail(f"non-finite {key} {entry[key]} at step {step}")
-            eval_logs.append(entry)
-            if master:
-                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k != "step" and v is not None))
-                write_result("completed" if step == cfg.max_steps else "running")
-
-        if ckpt_due and master:
-            state = {
-                "model": raw_model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "data_pos": loader.pos,
-                "rng": {"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None},
-                "config": config,
-                "eval_logs": eval_logs,
-                "step_logs": step_logs,
-                "wall_time": past_wall_time + time.time() - session_start,
-            }
-            save_atomically(ckpt_path, lambda f: torch.save(state, f))
+            run.evaluate()
+        if ckpt_due:
+            run.save_checkpoint()
         if eval_due or ckpt_due:
-            last_log_time = time.time()  # tokens/s measures training, not evaluations and checkpoints
-    bar.close()
-    if master:
-        write_result("completed")  # again, for the final wall time
-    if ddp:
-        # free DDP before the process group: if DDP's reducer held the last reference, the group
-        # would be destroyed while the GIL is held, which can deadlock with gloo's threads
-        del model
-        dist.destroy_process_group()
+            run.last_log_time = time.time()  # tokens/s measures training, not evaluations and checkpoints
+    run.finish()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 import json
 import math
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import pace
 import train
 from model import GPT, GPTConfig
 from prepare_fineweb import write_shard
@@ -69,7 +72,7 @@ def read_result(out_dir):
 
 def without_timings(result):
     """result.json less what differs between two runs of the same training: the timings and the out_dir."""
-    summary = {k: v for k, v in result["summary"].items() if k not in ("wall_time", "tokens_per_s")}
+    summary = {k: v for k, v in result["summary"].items() if k not in ("wall_time", "eval_time", "tokens_per_s")}
     config = {k: v for k, v in result["config"].items() if k != "out_dir"}
     return {**result, "summary": summary, "config": config}
 
@@ -86,12 +89,42 @@ def error_of(fn, *args):
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def start(log, *command):
+def start(log, *command, env=SUBPROCESS_ENV):
     """command run in the repository, its output (stdout and stderr) going to the file log."""
     with open(log, "w") as f:
-        proc = subprocess.Popen(command, cwd=REPO, env=SUBPROCESS_ENV, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
     proc.log = log
     return proc
+
+
+def start_ranks(tmp_path, *ranks):
+    """Processes of train.py as torchrun starts them, but each with its own (arguments, environment),
+    as processes on different nodes may differ."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank, (args, env) in enumerate(ranks):
+        env = {**SUBPROCESS_ENV, **env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(len(ranks)),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(start(tmp_path / f"rank{rank}.log", sys.executable, "train.py", *args, env=env))
+    return procs
+
+
+def all_exit(procs, returncode, timeout=240):
+    """The outputs of processes that must all exit with returncode; one left waiting fails the test."""
+    deadline = time.time() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+                p.wait()
+            pytest.fail(f"{proc.args} still running after {timeout} s:\n{open(proc.log).read()[-3000:]}")
+    outputs = [open(p.log).read() for p in procs]
+    assert [p.returncode for p in procs] == [returncode] * len(procs), "\n---\n".join(o[-3000:] for o in outputs)
+    return outputs
 
 
 def finish(proc, timeout=240):
@@ -278,7 +311,7 @@ def test_each_method_trains(data_dir, tmp_path):
 
 
 def test_two_processes_match_one(data_dir, tmp_path):
-    common = ["--optimizer=pace", "--max_steps=8", "--eval_interval=4", "--ckpt_interval=8"]
+    common = ["--optimizer=pace", "--max_steps=8", "--eval_interval=4", "--vanilla_eval_interval=4", "--ckpt_interval=8"]
     out = finish(start(tmp_path / "log", os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone",
                        "--nproc_per_node=2", "train.py", *args_for(data_dir, tmp_path / "two", *common)))
     assert "2 process(es) on cpu, 1 accumulation step(s)" in out
@@ -360,3 +393,156 @@ def test_non_finite_loss_stops_the_run(data_dir, tmp_path):
     assert len(result["step_logs"]) == bad_step - 1 and all(math.isfinite(s["loss"]) for s in result["step_logs"])
     ckpt = torch.load(out / "ckpt.pt")  # the last checkpoint, from before the bad step
     assert ckpt["step"] == bad_step - 1
+
+
+# every process agrees, or every process stops
+
+def test_a_check_failing_on_one_rank_stops_every_rank(data_dir, tmp_path):
+    # rank 1 is on a node whose copy of the data is missing
+    out, missing = tmp_path / "out", tmp_path / "missing"
+    procs = start_ranks(tmp_path, (args_for(data_dir, out, "--max_steps=2"), {}), (args_for(missing, out, "--max_steps=2"), {}))
+    for output in all_exit(procs, 1):
+        assert f"train.py: error: rank 1: no training shards {missing / 'fineweb_train_*.bin'}" in output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("rank_1_sees", ["no checkpoint", "another checkpoint"])
+def test_resume_stops_when_the_ranks_load_different_states(data_dir, tmp_path, rank_1_sees):
+    # rank 1 is on a node whose out_dir is not the shared one: empty, or holding another run's checkpoint
+    common = ["--max_steps=4", "--eval_interval=4", "--ckpt_interval=2"]
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    first = run(data_dir, shared, *common)
+    if rank_1_sees == "another checkpoint":
+        shutil.copytree(shared, local)
+        ckpt = torch.load(local / "ckpt.pt")
+        ckpt["model"]["lm_head.weight"][0, 0] += 1e-3
+        torch.save(ckpt, local / "ckpt.pt")
+    before = (shared / "ckpt.pt").read_bytes()
+    resume = [*common, "--resume=True"]
+    procs = start_ranks(tmp_path, (args_for(data_dir, shared, *resume), {}), (args_for(data_dir, local, *resume), {}))
+    for output in all_exit(procs, 1):
+        message = output.split("train.py: error: ")[1]
+        assert message.startswith("the processes do not hold the same run (")
+        assert "out_dir must be on a file system they all share" in message
+        assert re.search(r"weights checksum: rank 0: '[0-9a-f]{8}'; rank 1: ", message)
+        assert ("step: rank 0: 4; rank 1: 0" in message) == (rank_1_sees == "no checkpoint")
+    assert (shared / "ckpt.pt").read_bytes() == before and read_result(shared) == first
+
+
+def test_a_compile_failure_on_one_rank_sends_every_rank_to_foreach(data_dir, tmp_path):
+    if pace.fused_error("cpu") is not None:
+        pytest.skip(f"the fused step does not compile on this machine either: {pace.fused_error('cpu')}")
+    # rank 1 is on a node without a C++ compiler (and with an empty compile cache)
+    no_compiler = {"CXX": str(tmp_path / "no" / "g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    args = args_for(data_dir, tmp_path / "out", "--optimizer=pace", "--max_steps=2")
+    rank_0, rank_1 = all_exit(start_ranks(tmp_path, (args, {}), (args, no_compiler)), 0)
+    assert rank_0.count("the optimizer's fused step does not compile on rank 1 (") == 1
+    assert "No working C++ compiler" in rank_0 and "does not compile" not in rank_1
+    assert read_result(tmp_path / "out")["summary"]["status"] == "completed"
+
+
+def test_ranks_are_grouped_by_what_they_saw():
+    assert train.by_rank(["a", None, "b", "a"]) == "ranks 0, 3: a; rank 2: b"
+
+
+# checkpoints
+
+def evil_pickle(marker):
+    class Evil:
+        def __reduce__(self):  # unpickling it calls os.makedirs(marker)
+            return os.makedirs, (str(marker),)
+    return {"model": Evil()}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "tampered", "missing keys"])
+def test_unreadable_checkpoint_is_named_and_kept(data_dir, tmp_path, damage, monkeypatch):
+    # as if torch's default were still weights_only=False: train.py must not depend on the default
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    out, marker = tmp_path / "run", tmp_path / "code_ran"
+    first = run(data_dir, out, "--max_steps=2", "--eval_interval=2")
+    ckpt_path = out / "ckpt.pt"
+    if damage == "truncated":
+        os.truncate(ckpt_path, ckpt_path.stat().st_size // 2)
+    elif damage == "foreign":
+        ckpt_path.write_text("a text file\n")
+    elif damage == "tampered":
+        torch.save(evil_pickle(marker), ckpt_path)
+    else:
+        torch.save({"model": {}, "step": 2}, ckpt_path)
+    damaged = ckpt_path.read_bytes()
+    message = error_of(train.main, args_for(data_dir, out, "--max_steps=2", "--eval_interval=2", "--resume=True"))
+    assert str(ckpt_path) in message and "restore a good copy of it, or start a new run in another out_dir" in message
+    if damage == "missing keys":
+        assert "lacks optimizer, data_pos, rng, config" in message
+    assert not marker.exists() and ckpt_path.read_bytes() == damaged and read_result(out) == first
+    assert message == error_of(train.load_checkpoint, str(ckpt_path))  # as sample.py and the others see it
+
+
+# data passes
+
+def test_data_passes_are_announced_and_recorded(tmp_path, capsys):
+    small = tmp_path / "data"
+    small.mkdir()
+    write_shard(str(small / "fineweb_val_000000.bin"), markov_tokens(3_000, seed=0))
+    write_shard(str(small / "fineweb_train_000001.bin"), markov_tokens(600, seed=1))
+    write_shard(str(small / "fineweb_train_000002.bin"), markov_tokens(400, seed=2))
+    result = run(small, tmp_path / "out", "--max_steps=5")
+    assert "max_steps x total_batch_size = 1,280 tokens: 1.28 passes over the 1,000 tokens" in capsys.readouterr().out
+    assert result["summary"]["data_passes"] == 1.28
+    run(small, tmp_path / "short", "--max_steps=3")
+    assert "passes over" not in capsys.readouterr().out
+
+
+# evaluation
+
+def test_evaluation_cadence_and_time(data_dir, tmp_path):
+    result = run(data_dir, tmp_path / "out", "--optimizer=pace", "--max_steps=7", "--eval_interval=2",
+                 "--vanilla_eval_interval=4", "--ckpt_interval=7")
+    logs = result["eval_logs"]
+    assert [e["step"] for e in logs] == [2, 4, 6, 7]  # the returned model at every evaluation
+    assert [e["vanilla_val_loss"] is not None for e in logs] == [False, True, False, True]  # the last iterate at 4 and the end
+    assert all(e["val_loss"] == e["ema_val_loss"] for e in logs)
+    summary = result["summary"]
+    assert 0 < summary["eval_time"] < summary["wall_time"]
+    assert torch.load(tmp_path / "out" / "ckpt.pt")["eval_time"] == summary["eval_time"]
+
+
+def test_evaluation_reads_back_once(monkeypatch):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=VOCAB, n_layer=1, n_head=2, n_embd=16))
+    tokens = torch.randint(0, VOCAB, (10 * 8 + 1,))
+    expected = sum(model(tokens[i:i + 8][None], tokens[i + 1:i + 9][None])[1].item() for i in range(0, 80, 8)) / 10
+    reads = []
+    for name in ("item", "tolist", "cpu", "numpy", "__float__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, real=real, name=name, **k: reads.append(name) or real(self, *a, **k))
+    loss = train.evaluate(model, tokens, 3, 8, 1, train.nullcontext())  # 4 batches: 3, 3, 3, 1 sequences
+    monkeypatch.undo()
+    assert loss == pytest.approx(expected, rel=1e-6) and reads == ["tolist"]
+
+
+def test_evaluation_costs_at_most_2_5_percent_of_the_recipe():
+    shares = {m: train.eval_share(train.Settings(optimizer=m)) for m in ("adamw", "ema", "pace")}
+    assert shares["adamw"] == pytest.approx(39 * 10_485_760 / (3 * 19073 * 524288))
+    assert shares["pace"] == shares["ema"] == pytest.approx(59 * 10_485_760 / (3 * 19073 * 524288))
+    assert max(shares.values()) < 0.025
+
+
+# GPUs
+
+@pytest.mark.parametrize("name, flops", [
+    ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A100 80GB PCIe", 312e12),
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
+    ("NVIDIA H200", 989e12), ("NVIDIA B200", 2.25e15), ("NVIDIA L40S", 362e12), ("NVIDIA GeForce RTX 4090", 165e12),
+    ("NVIDIA GH200 480GB", None), ("NVIDIA GeForce RTX 3090", None), ("Tesla V100-SXM2-16GB", None),
+])
+def test_peak_flops_of_known_gpus_only(name, flops):
+    assert train.peak_flops(name) == flops
+
+
+def test_gpu80gb_config_runs_64_sequences_of_1024(monkeypatch):
+    monkeypatch.chdir(REPO)
+    cfg = train.load_settings(["configs/gpu80gb.py", "configs/pace.py"])
+    train.check_settings(cfg)
+    assert (cfg.batch_size, cfg.block_size, cfg.total_batch_size) == (64, 1024, 524288)
+    assert cfg.total_batch_size // (cfg.batch_size * cfg.block_size * 8) == 1  # one micro-batch per step on 8 GPUs
