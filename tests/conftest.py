@@ -1,4 +1,6 @@
-"""Fixtures shared by the tests of the scripts that use a finished run: sample.py, hellaswag.py, export_hf.py."""
+"""Fixtures shared by several test files."""
+
+import builtins
 
 import numpy as np
 import pytest
@@ -46,3 +48,16 @@ def tiny_run(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return out_dir
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch):
+    """Imports of matplotlib fail, as on a machine without it."""
+    real_import = builtins.__import__
+
+    def import_without_matplotlib(name, *args, **kwargs):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", import_without_matplotlib)

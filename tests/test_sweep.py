@@ -1,6 +1,5 @@
 """sweep.py: the grid, the skip/resume plan, the printed commands, and the summary of result.json files."""
 
-import builtins
 import json
 import math
 import shlex
@@ -146,15 +145,7 @@ def test_plot_png(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_no_matplotlib_table_still_complete(tmp_path, capsys, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_matplotlib(name, *args, **kwargs):
-        if name.split(".")[0] == "matplotlib":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+def test_no_matplotlib_table_still_complete(tmp_path, capsys, no_matplotlib):
     write_result(tmp_path / "a", "adamw", loss=3.0)
     captured = summarize(tmp_path, capsys)
     assert "matplotlib is not installed" in captured.err
