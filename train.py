@@ -14,7 +14,8 @@ bare (--out_dir=out/x). Later files and arguments win.
 A run writes two files into out_dir:
   result.json  {"config", "summary", "eval_logs", "step_logs"}, rewritten at every evaluation;
                summary.status is "running", "completed" or "failed"; summary.eval_time is the
-               seconds spent evaluating, summary.data_passes the passes over the training data.
+               seconds spent evaluating, summary.data_passes the passes over the training data;
+               for ema and pace, step_logs hold PACE's telemetry every stats_interval steps.
   ckpt.pt      the live weights (ckpt["model"]), the optimizer with its EMA, the step, the
                data position, the RNG states, the config and the logs.
 --resume=True continues the run in out_dir from ckpt.pt; a run killed at any moment and
