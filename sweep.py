@@ -581,10 +581,14 @@ def plot_curves(runs, path):
         x = [e["step"] * tokens for e in evals]
         panels["val_loss"].plot(x, [e["val_loss"] for e in evals], color=color, lw=2, marker="o", ms=3, label=label)
         if method != "adamw":  # adamw returns its last iterate: the two lines coincide
-            panels["val_loss"].plot(x, [e["vanilla_val_loss"] for e in evals], color=color, lw=1.2, ls="--")
+            # often evaluated at the end only: a marker shows that single point
+            last = [(e["step"] * tokens, e["vanilla_val_loss"]) for e in evals if e["vanilla_val_loss"] is not None]
+            panels["val_loss"].plot(*zip(*last), color=color, lw=1.2, ls="--", marker="x", ms=5)
+        # earlier runs a little wider: a run that trains exactly like another (ema like adamw) shows beneath it
+        width = 1.2 * 1.6 ** min(len(runs) - 1 - i, 2)
         for key in list(titles)[1:]:
             steps = [s for s in result["step_logs"] if s.get(key) is not None]
-            panels[key].plot([s["step"] * tokens for s in steps], [s[key] for s in steps], color=color, lw=1.2,
+            panels[key].plot([s["step"] * tokens for s in steps], [s[key] for s in steps], color=color, lw=width,
                              label=label)
     for key, ax in panels.items():
         ax.set_title(titles[key], fontsize=10)
@@ -595,7 +599,7 @@ def plot_curves(runs, path):
     for ax in list(axes.flat)[len(titles):]:
         ax.set_visible(False)
     styles = [Line2D([], [], color="black", lw=2, label="returned model"),
-              Line2D([], [], color="black", lw=1.2, ls="--", label="last iterate")]
+              Line2D([], [], color="black", lw=1.2, ls="--", marker="x", ms=5, label="last iterate")]
     panels["val_loss"].legend(handles=styles, frameon=False, fontsize=8)
     panels["loss"].legend(frameon=False, fontsize=8)
     fig.tight_layout()

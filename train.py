@@ -14,7 +14,8 @@ bare (--out_dir=out/x). Later files and arguments win.
 A run writes two files into out_dir:
   result.json  {"config", "summary", "eval_logs", "step_logs"}, rewritten at every evaluation;
                summary.status is "running", "completed" or "failed"; summary.eval_time is the
-               seconds spent evaluating, summary.data_passes the passes over the training data.
+               seconds spent evaluating, summary.data_passes the passes over the training data;
+               for ema and pace, step_logs hold PACE's telemetry every stats_interval steps.
   ckpt.pt      the live weights (ckpt["model"]), the optimizer with its EMA, the step, the
                data position, the RNG states, the config and the logs.
 --resume=True continues the run in out_dir from ckpt.pt; a run killed at any moment and
@@ -105,11 +106,24 @@ class Settings:
     eval_tokens: int = 10_485_760  # the first this many tokens of the validation shard: the community's 10M
     log_interval: int = 10  # read the training loss back from the device every this many steps
     ckpt_interval: int = 1000  # write ckpt.pt every this many steps, and after the last
+    # ema, pace: PACE's telemetry (get_step_stats) into step_logs at the multiples of stats_interval; 0: never.
+    # Such a step runs pace.py's plain loop instead of the fused kernel, an estimate of its extra cost for
+    # GPT-2-124M on a GPU: ~48 eager ops on each of 148 tensors, 7,100 ops at 5-10 us = 36-71 ms, plus
+    # ~330 more bytes of memory traffic per parameter (368 against 36), 41 GB at 1.7-3 TB/s = 14-24 ms:
+    # <0.1 s. The fastest step, 8 H100s at 50% MFU, is 8.5e8 FLOPs x 524,288 tokens / (8 x 495e12 FLOP/s)
+    # = 0.113 s, so every 250 steps costs <0.1 / (250 x 0.113) = 0.35%.
+    stats_interval: int = 250
+    # Weights & Biases, as nanoGPT: the master process logs step_logs, eval_logs and the summary to it
+    wandb_log: bool = False  # needs pip install wandb
+    wandb_project: str = "pace"
+    wandb_run_name: str | None = None  # None: out_dir's last folder name
 
 
 # settings a resumed run may change: where files are and how the steps are executed, not what they compute
+# (stats_interval is not one: its steps take pace.py's plain loop, which rounds differently)
 RESUMABLE_CHANGES = ("data_dir", "out_dir", "resume", "device", "compile", "batch_size",
-                     "eval_interval", "vanilla_eval_interval", "log_interval", "ckpt_interval")
+                     "eval_interval", "vanilla_eval_interval", "log_interval", "ckpt_interval",
+                     "wandb_log", "wandb_project", "wandb_run_name")
 # what a checkpoint holds; eval_time too, except in those written before train.py recorded it
 CHECKPOINT_KEYS = ("model", "optimizer", "step", "data_pos", "rng", "config", "eval_logs", "step_logs", "wall_time")
 # dense bf16 peak FLOP/s (no sparsity) of some GPUs, for the MFU in the progress bar. The first name
@@ -189,7 +203,7 @@ def check_settings(cfg):
         die(f"n_embd ({cfg.n_embd}) must be a multiple of n_head ({cfg.n_head})")
     if cfg.eval_tokens % cfg.block_size:
         die(f"eval_tokens ({cfg.eval_tokens}) must be a multiple of block_size ({cfg.block_size})")
-    for key in ("warmup_steps", "grad_clip"):
+    for key in ("warmup_steps", "grad_clip", "stats_interval"):
         if getattr(cfg, key) < 0:
             die(f"{key} must not be negative, got {getattr(cfg, key)}")
     if not 0 <= cfg.min_lr_ratio <= 1:
@@ -198,6 +212,15 @@ def check_settings(cfg):
         die(f"decay_frac must be in (0, 1], got {cfg.decay_frac}")
     if cfg.optimizer == "pace" and cfg.lambda_pullback <= 0:
         die("optimizer=pace needs lambda_pullback > 0 (with 0 it is optimizer=ema)")
+
+
+def import_wandb():
+    """wandb, imported only when wandb_log is on."""
+    try:
+        import wandb
+    except ImportError:
+        die("wandb_log=True but wandb is not installed: pip install wandb, or set wandb_log=False")
+    return wandb
 
 
 def make_optimizer(cfg, model):
@@ -422,6 +445,7 @@ class Run:
         if cfg.total_batch_size % tokens_per_micro_step:
             die(f"total_batch_size ({cfg.total_batch_size}) must be a multiple of batch_size * block_size * processes "
                 f"= {cfg.batch_size} * {cfg.block_size} * {procs.world_size} = {tokens_per_micro_step}")
+        self.wandb = import_wandb() if cfg.wandb_log and procs.master else None  # the master logs, from build() on
         ckpt = self.open_out_dir()
         self.open_data(grad_accum_steps=cfg.total_batch_size // tokens_per_micro_step)
         self.make_model(ckpt)
@@ -512,7 +536,10 @@ class Run:
                 print(f"no MFU: the peak FLOP/s of {torch.cuda.get_device_name()} is not in train.py's PEAK_FLOPS")
             os.makedirs(cfg.out_dir, exist_ok=True)
             self.write_result("completed" if self.step == cfg.max_steps else "running")
-        self.pending = []  # (step, lr, loss, grad norm) of the steps not yet logged, the last two on the device
+            if self.wandb is not None:
+                self.wandb.init(project=cfg.wandb_project, config=self.config,
+                                name=cfg.wandb_run_name or os.path.basename(os.path.normpath(cfg.out_dir)))
+        self.pending = []  # (step, lr, loss, grad norm, telemetry) of the steps not yet logged; loss and norm on the device
         self.bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not procs.master, unit="step", dynamic_ncols=True)
         self.last_log_time, self.last_log_step = time.time(), self.step
 
@@ -520,8 +547,11 @@ class Run:
         """One optimizer step: the micro-batches of a global batch, gradient clipping, the update."""
         cfg = self.cfg
         lr = get_lr(self.step, cfg)
+        # the same steps on every process, so that all take the same path (log_stats runs pace.py's plain loop)
+        record_stats = cfg.optimizer != "adamw" and cfg.stats_interval > 0 and (self.step + 1) % cfg.stats_interval == 0
         for group in self.opt.param_groups:
             group["lr"] = lr
+            group["log_stats"] = record_stats
         loss_accum = torch.zeros((), device=self.device)
         micro_batches = self.loader.next_batch()
         for micro_step, tokens in enumerate(micro_batches):
@@ -539,10 +569,11 @@ class Run:
         # with grad_clip 0 this measures the norm only (it scales the gradients by 1)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip or float("inf"))
         self.opt.step()
+        stats = self.opt.get_step_stats() if record_stats else {}  # reads back from the device on these steps only
         self.opt.zero_grad()
         self.step += 1
         self.bar.update()
-        self.pending.append((self.step, lr, loss_accum, grad_norm))
+        self.pending.append((self.step, lr, loss_accum, grad_norm, stats))
 
     def log(self):
         """The steps since the last log into step_logs, read back with one device synchronization."""
@@ -551,10 +582,11 @@ class Run:
             dist.all_reduce(losses)
             losses /= self.procs.world_size
         values = torch.stack([losses, torch.stack([p[3] for p in self.pending])], dim=1).tolist()
-        for (s, lr, _, _), (loss, norm) in zip(self.pending, values):
+        for (s, lr, _, _, stats), (loss, norm) in zip(self.pending, values):
             if not math.isfinite(loss):
                 self.fail(f"non-finite training loss {loss} at step {s}")
-            self.step_logs.append({"step": s, "lr": lr, "loss": loss, "grad_norm": norm})
+            self.step_logs.append({"step": s, "lr": lr, "loss": loss, "grad_norm": norm, **stats})
+            self.to_wandb(self.step_logs[-1])
         self.pending.clear()
         now = time.time()
         tokens_per_s = (self.step - self.last_log_step) * self.cfg.total_batch_size / (now - self.last_log_time)
@@ -581,9 +613,14 @@ class Run:
             if entry[key] is not None and not math.isfinite(entry[key]):
                 self.fail(f"non-finite {key} {entry[key]} at step {self.step}")
         self.eval_logs.append(entry)
+        self.to_wandb(entry)
         if self.procs.master:
             self.bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k != "step" and v is not None))
             self.write_result("completed" if self.step == cfg.max_steps else "running")
+
+    def to_wandb(self, entry):
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in entry.items() if k != "step" and v is not None}, step=entry["step"])
 
     def val_loss(self):
         return evaluate(self.eval_model, self.val_share, self.cfg.batch_size, self.cfg.block_size, self.procs.world_size, self.autocast)
@@ -630,19 +667,25 @@ class Run:
             summary["error"] = error
         result = {"config": self.config, "summary": summary, "eval_logs": self.eval_logs, "step_logs": self.step_logs}
         save_atomically(self.result_path, lambda f: f.write(json.dumps(result, indent=1).encode()))
+        return summary
 
     def fail(self, message):
         self.bar.close()
         if self.procs.master:
-            self.write_result("failed", message)
+            self.close_wandb(self.write_result("failed", message), exit_code=1)
         self.close()
         die(f"{message}; ckpt.pt holds the last checkpoint before it")
 
     def finish(self):
         self.bar.close()
         if self.procs.master:
-            self.write_result("completed")  # again, for the final wall time
+            self.close_wandb(self.write_result("completed"), exit_code=0)  # again, for the final wall time
         self.close()
+
+    def close_wandb(self, summary, exit_code):
+        if self.wandb is not None:
+            self.wandb.summary.update(summary)
+            self.wandb.finish(exit_code=exit_code)
 
     def close(self):
         if self.procs.ddp:

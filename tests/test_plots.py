@@ -1,6 +1,7 @@
 """The plots of sweep.py and quadratic.py are drawn (matplotlib is a development requirement):
 each PNG has the figure's size and the colours of the lines it should show, in every panel."""
 
+import json
 
 import matplotlib.colors
 import matplotlib.image
@@ -50,3 +51,19 @@ def test_quadratic_without_matplotlib_still_prints_the_table(tmp_path, capsys, n
                            "--plot", str(png)]) == 0
     out, err = capsys.readouterr()
     assert "| sgd | 1 | 0.01 | 10 | 1 |" in out and "matplotlib is not installed" in err and not png.exists()
+
+
+def test_curves_show_a_run_that_trains_exactly_like_another(tiny_run, tmp_path, capsys):
+    # ema's training loss is adamw's, step for step: adamw's line must still show beneath it
+    result = json.loads((tiny_run / "result.json").read_text())
+    for method, shift in (("adamw", 0.0), ("ema", 0.0), ("pace", 0.5)):
+        r = json.loads(json.dumps(result))
+        r["config"]["optimizer"] = method
+        for s in r["step_logs"]:
+            s["loss"] += shift
+        (tmp_path / method).mkdir()
+        (tmp_path / method / "result.json").write_text(json.dumps(r))
+    png = tmp_path / "curves.png"
+    assert sweep.main(["curves", *(str(tmp_path / m) for m in ("adamw", "ema", "pace")), "--out", str(png)]) == 0
+    # two panels, validation and training loss (right); without the line beneath, the legend's gray sample: 170 pixels
+    assert pixels_of(png, "tab:gray")[1] > 230  # 301 with it

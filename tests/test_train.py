@@ -311,7 +311,8 @@ def test_each_method_trains(data_dir, tmp_path):
 
 
 def test_two_processes_match_one(data_dir, tmp_path):
-    common = ["--optimizer=pace", "--max_steps=8", "--eval_interval=4", "--vanilla_eval_interval=4", "--ckpt_interval=8"]
+    common = ["--optimizer=pace", "--max_steps=8", "--eval_interval=4", "--vanilla_eval_interval=4", "--ckpt_interval=8",
+              "--stats_interval=4"]  # every rank takes pace.py's plain loop at steps 4 and 8
     out = finish(start(tmp_path / "log", os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone",
                        "--nproc_per_node=2", "train.py", *args_for(data_dir, tmp_path / "two", *common)))
     assert "2 process(es) on cpu, 1 accumulation step(s)" in out
@@ -319,6 +320,9 @@ def test_two_processes_match_one(data_dir, tmp_path):
     one = run(data_dir, tmp_path / "one", *common)  # 1 process, 2 accumulation steps of the same 4 sequences
     for a, b in zip(one["step_logs"], two["step_logs"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+        assert a.keys() == b.keys() and ("lambda_mean" in a) == (a["step"] % 4 == 0)
+        if "lambda_mean" in a:
+            assert a["lambda_mean"] == pytest.approx(b["lambda_mean"], rel=1e-4)
     for a, b in zip(one["eval_logs"], two["eval_logs"], strict=True):
         for key in ("val_loss", "ema_val_loss", "vanilla_val_loss"):
             assert a[key] == pytest.approx(b[key], rel=1e-5)
