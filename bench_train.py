@@ -9,7 +9,8 @@ bottleneck is visible.
 The two methods train identical models on identical random batches (speed does not depend
 on the data) and alternate step by step, so that load from other programs on the machine
 falls on both alike (each goes first every other step); the medians over the timed steps are
-reported, and the time of each method's first step, which compiles the kernels. Settings as
+reported, and the time of each method's first step, which compiles the kernels. Forward+loss
+includes the output layer's gradient products: the fused loss computes them in the forward pass. Settings as
 for train.py (--key=value) override configs/cpu.py; like train.py it runs on the GPU when
 there is one (bf16 autocast, torch.compile) and then also reports the peak memory.
 """
@@ -94,7 +95,7 @@ for method in methods:
     run["phase_s"] = {p: statistics.median(run["times"][p]) for p in phases}
     print(f"{method:6s} {cfg.total_batch_size / run['step_s']:8,.0f} tokens/s   step {run['step_s'] * 1e3:7.1f} ms: "
           + ", ".join(f"{p} {s * 1e3:.1f} ms ({s / run['step_s']:.1%})" for p, s in run["phase_s"].items())
-          + f"; first step {run['first_step']:.1f} s (compiles the kernels)"
+          + f"; first step {run['first_step']:.1f} s, compilation included"
           + (f"; peak memory {run['peak'] / 2**30:.2f} GiB (both models resident)" if cuda else ""))
 adamw, pace = runs["adamw"], runs["pace"]
 opt_extra = pace["phase_s"]["optimizer"] - adamw["phase_s"]["optimizer"]
