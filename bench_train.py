@@ -1,19 +1,24 @@
 """
-Training throughput of AdamW and PACE on the CPU configuration: tokens/s and the share of
-each step spent in optimizer.step().
+Training throughput of AdamW and PACE on the CPU configuration: tokens/s, and the time of
+each phase of a step (forward+loss, backward, gradient clipping, optimizer), so that the
+bottleneck is visible.
 
     python bench_train.py                      # configs/cpu.py, 12 timed steps per method
     python bench_train.py --steps=30 --batch_size=8
 
 The two methods train identical models on identical random batches (speed does not depend
 on the data) and alternate step by step, so that load from other programs on the machine
-falls on both alike (each goes first every other step); the medians over the timed steps are reported. Settings as for
-train.py (--key=value) override configs/cpu.py.
+falls on both alike (each goes first every other step); the medians over the timed steps are
+reported, and the time of each method's first step, which compiles the kernels. Forward+loss
+includes the output layer's gradient products: the fused loss computes them in the forward pass. Settings as
+for train.py (--key=value) override configs/cpu.py; like train.py it runs on the GPU when
+there is one (bf16 autocast, torch.compile) and then also reports the peak memory.
 """
 
 import argparse
 import statistics
 import time
+from contextlib import nullcontext
 
 import torch
 
@@ -25,43 +30,75 @@ parser.add_argument("--steps", type=int, default=12, help="timed steps per metho
 parser.add_argument("--warmup", type=int, default=2, help="untimed first steps, which build kernels (default: %(default)s)")
 args, overrides = parser.parse_known_args()
 cfg = load_settings(["configs/cpu.py", *overrides])
+device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+cuda = device == "cuda"
+autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+use_compile = cuda if cfg.compile is None else cfg.compile
 grad_accum_steps = cfg.total_batch_size // (cfg.batch_size * cfg.block_size)
 methods = ("adamw", "pace")
+phases = ("forward+loss", "backward", "clip", "optimizer")
+
+
+def clock():
+    if cuda:
+        torch.cuda.synchronize()  # the GPU runs asynchronously: wait for the work queued so far
+    return time.perf_counter()
+
 
 runs = {}
 for method in methods:
     torch.manual_seed(cfg.seed)
     model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
-                          n_head=cfg.n_head, n_embd=cfg.n_embd))
+                          n_head=cfg.n_head, n_embd=cfg.n_embd)).to(device)
     method_cfg = load_settings(["configs/cpu.py", f"configs/{method}.py", *overrides])
-    runs[method] = {"model": model, "opt": make_optimizer(method_cfg, model), "step": [], "opt_step": []}
+    runs[method] = {"model": model, "compiled": torch.compile(model) if use_compile else model,
+                    "opt": make_optimizer(method_cfg, model), "times": {p: [] for p in phases}, "peak": 0}
 
 torch.manual_seed(0)
 print(f"{runs['adamw']['model'].num_params(non_embedding=False):,} parameters, {cfg.total_batch_size} tokens per step, "
-      f"{grad_accum_steps} micro-batch(es) of {cfg.batch_size} x {cfg.block_size}, {torch.get_num_threads()} threads")
+      f"{grad_accum_steps} micro-batch(es) of {cfg.batch_size} x {cfg.block_size}, on {device}"
+      f"{' (bf16 autocast)' if cuda else f' with {torch.get_num_threads()} threads'}, compile {use_compile}")
 for i in range(args.warmup + args.steps):
-    batches = torch.randint(0, cfg.vocab_size, (grad_accum_steps, cfg.batch_size, cfg.block_size + 1))
+    batches = torch.randint(0, cfg.vocab_size, (grad_accum_steps, cfg.batch_size, cfg.block_size + 1), device=device)
     for method in methods if i % 2 else reversed(methods):  # neither always goes first
         run = runs[method]
-        t0 = time.perf_counter()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        times = dict.fromkeys(phases, 0.0)
+        t0 = clock()
         for tokens in batches:
-            _, loss = run["model"](tokens[:, :-1], tokens[:, 1:])
+            with autocast:
+                _, loss = run["compiled"](tokens[:, :-1], tokens[:, 1:])
+            t1 = clock()
             (loss / grad_accum_steps).backward()
+            t2 = clock()
+            times["forward+loss"] += t1 - t0
+            times["backward"] += t2 - t1
+            t0 = t2
         torch.nn.utils.clip_grad_norm_(run["model"].parameters(), cfg.grad_clip)
-        t1 = time.perf_counter()
+        t1 = clock()
         run["opt"].step()
         run["opt"].zero_grad()
-        t2 = time.perf_counter()
+        t2 = clock()
+        times["clip"], times["optimizer"] = t1 - t0, t2 - t1
+        if i == 0:
+            run["first_step"] = sum(times.values())
         if i >= args.warmup:
-            run["step"].append(t2 - t0)
-            run["opt_step"].append(t2 - t1)
+            for p in phases:
+                run["times"][p].append(times[p])
+        if cuda:
+            run["peak"] = max(run["peak"], torch.cuda.max_memory_allocated())
 
 for method in methods:
     run = runs[method]
-    run["step_s"], run["opt_s"] = statistics.median(run["step"]), statistics.median(run["opt_step"])
-    print(f"{method:6s} {cfg.total_batch_size / run['step_s']:8,.0f} tokens/s   step {run['step_s'] * 1e3:7.1f} ms   "
-          f"optimizer.step() {run['opt_s'] * 1e3:6.2f} ms = {run['opt_s'] / run['step_s']:.2%} of the step")
+    run["step_s"] = statistics.median(map(sum, zip(*run["times"].values())))
+    run["phase_s"] = {p: statistics.median(run["times"][p]) for p in phases}
+    print(f"{method:6s} {cfg.total_batch_size / run['step_s']:8,.0f} tokens/s   step {run['step_s'] * 1e3:7.1f} ms: "
+          + ", ".join(f"{p} {s * 1e3:.1f} ms ({s / run['step_s']:.1%})" for p, s in run["phase_s"].items())
+          + f"; first step {run['first_step']:.1f} s, compilation included"
+          + (f"; peak memory {run['peak'] / 2**30:.2f} GiB (both models resident)" if cuda else ""))
 adamw, pace = runs["adamw"], runs["pace"]
+opt_extra = pace["phase_s"]["optimizer"] - adamw["phase_s"]["optimizer"]
 print(f"PACE / AdamW tokens/s: {adamw['step_s'] / pace['step_s']:.4f} measured (noise from other programs included); "
-      f"{adamw['step_s'] / (adamw['step_s'] + pace['opt_s'] - adamw['opt_s']):.4f} "
+      f"{adamw['step_s'] / (adamw['step_s'] + opt_extra):.4f} "
       f"from the optimizer steps alone (the rest of the step is the same computation)")

@@ -2,8 +2,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from model import GPT, GPTConfig
+import model as model_module
+from model import GPT, GPTConfig, fused_cross_entropy
 
 
 def tiny(**kw):
@@ -21,7 +23,8 @@ def test_shapes_and_loss_at_init():
     idx = torch.randint(0, 512, (3, 16))
     logits, loss = model(idx)
     assert logits.shape == (3, 16, 512) and loss is None
-    _, loss = model(idx, torch.randint(0, 512, (3, 16)))
+    logits, loss = model(idx, torch.randint(0, 512, (3, 16)))
+    assert logits is None  # the fused loss never forms them
     # small initial weights make the prediction almost uniform
     assert loss.item() == pytest.approx(math.log(512), abs=0.05)
 
@@ -95,3 +98,74 @@ def test_generate():
     # top_k=1 is greedy decoding: the argmax of the logits
     greedy = model.generate(out[:, :16], max_new_tokens=1, top_k=1)
     assert torch.equal(greedy[:, -1], model(out[:, :16])[0][:, -1].argmax(-1))
+
+
+def unfused_loss(model, idx, targets):
+    """The loss as nanoGPT computes it: cross-entropy over the full logits."""
+    logits, _ = model(idx)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.float64, 1e-14)])
+def test_fused_cross_entropy_matches_unfused(dtype, tol):
+    torch.manual_seed(0)
+    x = torch.randn(70, 16, dtype=dtype, requires_grad=True)
+    weight = torch.randn(100, 16, dtype=dtype, requires_grad=True)
+    targets = torch.randint(0, 90, (70,))  # rows 90..99 stand for the padding: never targets, yet in the softmax
+    expected = F.cross_entropy(x @ weight.T, targets)
+    expected_grads = torch.autograd.grad(3 * expected, (x, weight))  # 3: the upstream gradient is applied
+    loss = fused_cross_entropy(x, weight, targets, chunk_size=32)  # chunks of 32, 32 and 6 rows
+    grads = torch.autograd.grad(3 * loss, (x, weight))
+    assert loss.dtype == dtype and loss.item() == pytest.approx(expected.item(), rel=tol)
+    for g, e in zip(grads, expected_grads):
+        assert g.dtype == dtype and torch.allclose(g, e, rtol=tol, atol=tol)
+    with torch.no_grad():  # evaluation: the loss alone, no gradients computed
+        assert fused_cross_entropy(x, weight, targets, chunk_size=32).item() == pytest.approx(expected.item(), rel=tol)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.float64, 1e-14)])
+def test_model_loss_and_every_gradient_match_unfused(monkeypatch, dtype, tol):
+    monkeypatch.setattr(model_module, "LOSS_CHUNK", 20)  # 48 tokens: chunks of 20, 20 and 8
+    model = tiny().to(dtype)
+    idx, targets = torch.randint(0, 512, (3, 16)), torch.randint(0, 512, (3, 16))
+    expected = unfused_loss(model, idx, targets)
+    expected.backward()
+    expected_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    _, loss = model(idx, targets)
+    loss.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=tol)
+    for n, p in model.named_parameters():  # the tied embedding gets both of its gradients
+        assert torch.allclose(p.grad, expected_grads[n], rtol=tol, atol=tol), n
+
+
+def test_fused_loss_under_bf16_autocast():
+    """The code path of bf16 autocast on CUDA, run on the CPU: bf16 products, float32 loss and gradients."""
+    model = tiny()
+    idx, targets = torch.randint(0, 512, (3, 16)), torch.randint(0, 512, (3, 16))
+    expected = unfused_loss(model, idx, targets)
+    expected.backward()
+    expected_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss = model(idx, targets)
+    loss.backward()
+    # the bf16 logits are off by ~1e-4 here; a bf16 log-sum-exp (~6.2, spacing 1/32) would be off by ~1e-2
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(expected.item(), abs=5e-4)
+    for n, p in model.named_parameters():
+        assert p.grad.dtype == torch.float32
+        assert torch.allclose(p.grad, expected_grads[n], rtol=0.05, atol=0.02 * expected_grads[n].abs().max()), n
+
+
+def test_fused_loss_under_torch_compile():
+    model = tiny()
+    idx, targets = torch.randint(0, 512, (3, 16)), torch.randint(0, 512, (3, 16))
+    _, expected = model(idx, targets)
+    expected.backward()
+    expected_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    _, loss = torch.compile(model)(idx, targets)
+    loss.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, expected_grads[n], rtol=1e-5, atol=1e-7), n
