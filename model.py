@@ -30,9 +30,15 @@ def _chunked_cross_entropy(x, weight, targets, chunk_size, with_grads):
     gradients for x and weight, which cost two products per chunk while its logits are at hand."""
     loss = torch.zeros((), dtype=x.dtype, device=x.device)
     grad_x, grad_weight = [], torch.zeros_like(weight) if with_grads else None
+    autocast = torch.is_autocast_enabled(x.device.type)
+    # Without autocast every chunk's logits go into one buffer: on a CPU a new 0.2 GB tensor
+    # per chunk costs as much in page faults (first writes to fresh memory) as its product.
+    buffer = None if autocast else x.new_empty(min(chunk_size, len(x)), weight.size(0))
     for x_c, y_c in zip(x.split(chunk_size), targets.split(chunk_size)):
-        # under autocast the product is bf16; the log-sum-exp and softmax stay in x's precision
-        logits = (x_c @ weight.T).to(x.dtype)
+        if autocast:  # the product in bf16, the log-sum-exp and softmax in x's precision
+            logits = (x_c @ weight.T).to(x.dtype)
+        else:
+            logits = torch.mm(x_c, weight.T, out=buffer[:len(x_c)])
         target_logits = logits.gather(1, y_c[:, None]).squeeze(1)
         # the log-sum-exp and the softmax share exp(logits - max), computed in place: one pass
         # fewer over the logits than torch.logsumexp followed by a softmax, and no new tensor
