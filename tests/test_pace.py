@@ -319,6 +319,21 @@ def test_fused_path_compiles_one_graph_whatever_the_shapes_and_lr():
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1
 
 
+@NEEDS_FUSED
+def test_default_path_compiles_one_graph_for_the_probe_and_the_steps(monkeypatch):
+    monkeypatch.setattr(pace, "_FUSED_ERRORS", {})  # the probe has not run in this process
+    torch._dynamo.reset()
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in [(4, 3), (5,), (7,)]]  # no size 1: dynamo specializes it
+    opt = PACE(params, lr=1e-2, betas=(0.8, 0.95), lambda_pullback=0.5, use_ema_eval=True)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    assert pace._FUSED_ERRORS == {"cpu": None}
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1
+
+
 def test_fused_true_on_a_torch_without_the_compiled_path_raises_at_construction(monkeypatch):
     monkeypatch.setattr(pace, "_fused_settings", lambda: None)  # as on torch 2.4
     with pytest.raises(RuntimeError, match=r"fused=True: .*needs torch >= 2\.5; this is torch"):
