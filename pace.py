@@ -315,7 +315,8 @@ def _by_device_and_dtype(tensor_lists):
     the kernels that take one device and dtype at a time."""
     groups = {}
     for tensors in zip(*tensor_lists):
-        for slot, tensor in zip(groups.setdefault((tensors[0].device, tensors[0].dtype), [[] for _ in tensors]), tensors):
+        slots = groups.setdefault((tensors[0].device, tensors[0].dtype), [[] for _ in tensors])
+        for slot, tensor in zip(slots, tensors):
             slot.append(tensor)
     return groups.values()
 

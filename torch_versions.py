@@ -27,8 +27,8 @@ PROBE = "import pace, torch; print(torch.__version__); print(pace.fused_error('c
 
 def download(version, wheels):
     """Starts fetching torch==version and pytest into the shared wheel folder."""
-    return subprocess.Popen([sys.executable, "-m", "pip", "download", "--quiet", "--dest", wheels,
-                             f"torch=={version}", "pytest"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", wheels, f"torch=={version}", "pytest"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def last_line(text):
@@ -85,7 +85,7 @@ def main():
         rows.append(test_release(version, current, args.dir, src, args.keep))
         print(f"torch {rows[-1][0]}: {rows[-1][1]}; fused path: {rows[-1][2]}", file=sys.stderr, flush=True)
 
-    print(f"\n| torch | tests/test_pace.py | fused path runs |\n|---|---|---|")
+    print("\n| torch | tests/test_pace.py | fused path runs |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print(f"\n(downloads kept in {wheels}; delete it when done)", file=sys.stderr)

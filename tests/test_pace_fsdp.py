@@ -20,7 +20,8 @@ if not hasattr(fsdp, "fully_shard"):
 
 from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict  # noqa: E402
 
-PATHS = {"single": dict(foreach=False, fused=False), "foreach": dict(foreach=True, fused=False), "fused": dict(fused=True)}
+PATHS = {"single": dict(foreach=False, fused=False), "foreach": dict(foreach=True, fused=False),
+         "fused": dict(fused=True)}
 HYPER = dict(lr=3e-2, weight_decay=0.1, lambda_pullback=50.0, ema_kappa=0.5, use_ema_eval=True)
 FLOAT32 = dict(rtol=1e-5, atol=1e-6)  # the same arithmetic, possibly in another order
 TIMEOUT = 300  # seconds for both processes; a hang fails the test

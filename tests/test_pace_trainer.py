@@ -47,7 +47,8 @@ def train(tmp_path, eval_steps=None, steps=6):
 
 def eval_loss(trainer, model):
     """Trainer's evaluation loss of `model` as it is, with no optimizer to call."""
-    return transformers.Trainer(model=model, args=trainer.args, eval_dataset=trainer.eval_dataset).evaluate()["eval_loss"]
+    evaluator = transformers.Trainer(model=model, args=trainer.args, eval_dataset=trainer.eval_dataset)
+    return evaluator.evaluate()["eval_loss"]
 
 
 def test_evaluate_scores_the_ema(tmp_path):
