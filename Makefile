@@ -20,3 +20,9 @@ test: $(VENV)/installed-dev
 .PHONY: demo
 demo: $(VENV)/installed
 	$(VENV)/bin/python demo.py
+
+# Not part of `make test`: downloads every torch release (GBs) and runs the pace tests
+# under each, one virtual environment at a time.
+.PHONY: torch-versions
+torch-versions:
+	$(PYTHON) torch_versions.py

@@ -1,8 +1,10 @@
 """Times PACE.step() against torch.optim.AdamW on GPT-2-124M's parameters, in one
-process, and prints the ratios and the optimizer-state bytes per parameter.
+process, and prints the ratios, the optimizer-state bytes per parameter, the time of
+the first step (which compiles the fused kernels) and, on CUDA, the peak memory a step
+adds to the model's.
 
-    python bench_optimizer.py                 # CPU, all PACE paths
-    python bench_optimizer.py --device cuda
+    python bench_optimizer.py                 # CUDA when available, else CPU; all PACE paths
+    python bench_optimizer.py --device cpu
 
 The floor is memory traffic: fused AdamW reads and writes ~28 bytes per float32
 parameter per step, PACE at least 36 (it also reads and writes the EMA): 1.29x.
@@ -40,7 +42,7 @@ def state_bytes_per_param(opt, params):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=20, help="rounds: timed steps per optimizer")
     args = parser.parse_args()
 
@@ -50,16 +52,23 @@ def main():
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
     optimizers = make_optimizers(params)
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    cuda = args.device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    first_step = {}
+    first_step, peak_memory = {}, {}
     for name, opt in optimizers.items():  # warm-up: state allocation and compilation
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
         for group in opt.param_groups:
             group["lr"] *= 1.01  # a changing lr must not recompile
         start = time.perf_counter()
         opt.step()
+        sync()
         first_step[name] = time.perf_counter() - start
         opt.step()
+        if cuda:  # state and temporaries, beyond the model and the other optimizers
+            peak_memory[name] = f"{(torch.cuda.max_memory_allocated() - before) / 2**20:7.0f} MiB"
 
     def timed_step(opt, i):
         for group in opt.param_groups:
@@ -86,13 +95,14 @@ def main():
     print(f"{n / 1e6:.1f}M parameters in {len(params)} tensors on {args.device}, "
           f"{torch.get_num_threads()} threads, {args.repeats} rounds")
     print(f"  {'optimizer':24s} {'min':>8s} {'median':>9s}   {'x fused AdamW: median of rounds (min/min)':43s}"
-          f"{'state':>6s}   first step")
+          f"{'state':>6s}   first step   peak memory")
     print(f"  {'AdamW fused':24s} {min(baseline_times) * 1e3:6.1f} ms {statistics.median(baseline_times) * 1e3:6.1f} ms"
-          f"   {1:5.2f}x{'':37s}{state_bytes_per_param(baseline, params):4.1f} B   {first_step['AdamW fused']:5.1f} s")
+          f"   {1:5.2f}x{'':37s}{state_bytes_per_param(baseline, params):4.1f} B   {first_step['AdamW fused']:6.1f} s"
+          f"   {peak_memory.get('AdamW fused', '-')}")
     for name, opt in optimizers.items():
         print(f"  {name:24s} {min(times[name]) * 1e3:6.1f} ms {statistics.median(times[name]) * 1e3:6.1f} ms"
               f"   {statistics.median(ratios[name]):5.2f}x ({min(times[name]) / min(baseline_times):4.2f}x){'':29s}"
-              f"{state_bytes_per_param(opt, params):4.1f} B   {first_step[name]:5.1f} s")
+              f"{state_bytes_per_param(opt, params):4.1f} B   {first_step[name]:6.1f} s   {peak_memory.get(name, '-')}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ PATHS = {  # implementation switches -> the path they select
     "foreach": dict(foreach=True, fused=False),
     "fused": dict(fused=True),
 }
+NEEDS_FUSED = pytest.mark.skipif(pace._fused_unsupported() is not None, reason=str(pace._fused_unsupported()))
+PATH_NAMES = [pytest.param(name, marks=NEEDS_FUSED) if PATHS[name].get("fused") else name for name in PATHS]
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +101,7 @@ def run_both(path, dtype, steps=12):
     return params, opt, ref
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", PATH_NAMES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_update_rule_matches_reference(path, dtype):
     params, opt, ref = run_both(path, dtype)
@@ -127,7 +129,7 @@ def adamw_run(make_opt, steps=100, seed=0):
     return model, opt
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", PATH_NAMES)
 def test_plain_adamw_matches_torch_and_allocates_no_ema(path):
     hyper = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
     ours, opt = adamw_run(lambda ps: PACE(ps, **hyper, **PATHS[path]))
@@ -137,7 +139,7 @@ def test_plain_adamw_matches_torch_and_allocates_no_ema(path):
     assert all(set(s) == {"step", "exp_avg", "exp_avg_sq"} for s in opt.state.values())
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", PATH_NAMES)
 def test_ema_baseline_trains_exactly_like_adamw(path):
     hyper = dict(lr=1e-2, ema_kappa=0.5, **PATHS[path])
     adamw, _ = adamw_run(lambda ps: PACE(ps, **hyper))
@@ -147,7 +149,7 @@ def test_ema_baseline_trains_exactly_like_adamw(path):
         assert not torch.equal(b, opt.state[b]["ema"])
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", PATH_NAMES)
 def test_kappa_one_ema_is_running_mean_of_iterates(path):
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(10, dtype=torch.float64))
@@ -209,7 +211,7 @@ def test_eval_is_noop_without_use_ema_eval():
     opt.train()
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", PATH_NAMES)
 def test_low_precision_params_keep_float32_ema_through_eval_and_load(path):
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(64).to(torch.bfloat16))
@@ -234,7 +236,7 @@ def test_low_precision_params_keep_float32_ema_through_eval_and_load(path):
     assert torch.equal(q, live)
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", PATH_NAMES)
 @pytest.mark.parametrize("save_in_eval_mode", [False, True])
 def test_state_dict_round_trip_is_bit_exact(path, save_in_eval_mode):
     hyper = dict(lr=1e-2, lambda_pullback=0.2, ema_kappa=0.4, ema_update_freq=2, use_ema_eval=True, **PATHS[path])
@@ -299,11 +301,13 @@ def test_log_stats():
         quiet.get_step_stats()
 
 
-def test_fused_path_compiles_two_graphs_whatever_the_shapes_and_lr():
+@NEEDS_FUSED
+def test_fused_path_compiles_one_graph_whatever_the_shapes_and_lr():
     torch.manual_seed(0)
     torch._dynamo.reset()
-    # 1-D views in chunks of two: sizes (64, 64) and (33, 35), then 9 alone. The equal
-    # sizes of the first chunk must not be baked into the graph, or the second recompiles.
+    # 1-D views in chunks of two: sizes (64, 64), (33, 35), then 9 with a scratch tensor.
+    # The equal sizes of the first chunk must not be baked into the graph, or the second
+    # recompiles; the padded last chunk must not make a graph of its own.
     params = [torch.nn.Parameter(torch.randn(s)) for s in [(4, 4, 4), (64,), (33,), (5, 7), (3, 3)]]
     opt = PACE(params, lr=1e-3, lambda_pullback=0.1, ema_kappa=0.2, use_ema_eval=True, fused=True)
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
@@ -312,7 +316,50 @@ def test_fused_path_compiles_two_graphs_whatever_the_shapes_and_lr():
             p.grad = torch.randn_like(p)
         opt.param_groups[0]["lr"] = 1e-3 * (1 + i)
         opt.step()
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 2
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1
+
+
+@NEEDS_FUSED
+def test_default_path_compiles_one_graph_for_the_probe_and_the_steps(monkeypatch):
+    monkeypatch.setattr(pace, "_FUSED_ERRORS", {})  # the probe has not run in this process
+    torch._dynamo.reset()
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in [(4, 3), (5,), (7,)]]  # no size 1: dynamo specializes it
+    opt = PACE(params, lr=1e-2, betas=(0.8, 0.95), lambda_pullback=0.5, use_ema_eval=True)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    assert pace._FUSED_ERRORS == {"cpu": None}
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1
+
+
+def test_fused_true_on_a_torch_without_the_compiled_path_raises_at_construction(monkeypatch):
+    monkeypatch.setattr(pace, "_fused_settings", lambda: None)  # as on torch 2.4
+    with pytest.raises(RuntimeError, match=r"fused=True: .*needs torch >= 2\.5; this is torch"):
+        PACE([torch.nn.Parameter(torch.zeros(2))], fused=True)
+    with pytest.raises(RuntimeError, match=r"needs torch >= 2\.5"):
+        PACE([{"params": [torch.nn.Parameter(torch.zeros(2))], "fused": True}])
+
+
+def failing_compile(*args):
+    raise RuntimeError("no C++ compiler")
+
+
+@pytest.mark.parametrize("cause", ["old torch", "compile fails"])
+def test_default_falls_back_to_foreach_warning_once(monkeypatch, cause):
+    monkeypatch.setattr(pace, "_FUSED_ERRORS", {})
+    if cause == "old torch":
+        monkeypatch.setattr(pace, "_fused_settings", lambda: None)
+    monkeypatch.setattr(pace, "_fused_chunk_step", failing_compile)
+    hyper = dict(lr=1e-2, lambda_pullback=0.5, ema_kappa=0.3, use_ema_eval=True)
+    with pytest.warns(UserWarning, match="using foreach") as caught:
+        default, _ = adamw_run(lambda ps: PACE(ps, **hyper), steps=5)
+        again, _ = adamw_run(lambda ps: PACE(ps, **hyper), steps=5)
+    assert sum("using foreach" in str(w.message) for w in caught) == 1
+    foreach, _ = adamw_run(lambda ps: PACE(ps, **hyper, foreach=True, fused=False), steps=5)
+    for a, b, c in zip(default.parameters(), again.parameters(), foreach.parameters()):
+        assert torch.equal(a, c) and torch.equal(b, c)
 
 
 BAD_ARGUMENTS = [
