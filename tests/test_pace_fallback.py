@@ -34,7 +34,7 @@ def train(steps=4, **paths):
 
 
 def test_failed_compile_warns_once_then_steps_like_foreach(fused_fails):
-    with pytest.warns(UserWarning, match="fused path does not compile here.*no working C\\+\\+ compiler.*using foreach"):
+    with pytest.warns(UserWarning, match="fused path does not run here.*no working C\\+\\+ compiler.*using foreach"):
         params, opt = train()
     want, want_opt = train(foreach=True, fused=False)
     for p, q in zip(params, want):
