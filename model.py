@@ -15,12 +15,11 @@ from torch.nn import functional as F
 
 
 # Tokens per chunk of the fused output layer + loss, chosen by measurement on this repository's
-# 2-core CPU: configs/cpu.py's 4096 tokens, forward+backward of the loss alone, the variants
-# interleaved in one process, single-threaded CPU time (the machine was shared), minimum of 3.
-# Chunks of 512, 1024 and 2048 tokens took 2.50-2.55 s, of 128 and 256 tokens 2.69 s; 1024 keeps
-# a chunk's logits at 0.2 GB. The unfused F.cross_entropy(lm_head(x), y) took 1.5x as long, and
-# recomputing the logits in backward instead of computing the gradients in forward 1.56x (measured
-# with an earlier version of this function, which used torch.logsumexp).
+# 2-core CPU (quiet, 2 threads): configs/cpu.py's 4,096 tokens, forward+backward of the loss alone,
+# the variants interleaved in one process, minimum of 3: chunks of 512 and 1,024 tokens took 1.20 s,
+# 256 1.24 s, 2,048 1.23 s, 4,096 1.33 s; the unfused F.cross_entropy(lm_head(x), y) 1.96 s.
+# 1,024 keeps a chunk's logits at 0.2 GB. Recomputing the logits in backward instead of computing
+# the gradients in forward took 1.56x as long (measured under load with an earlier version).
 LOSS_CHUNK = 1024
 
 
