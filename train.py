@@ -547,11 +547,13 @@ class Run:
         """One optimizer step: the micro-batches of a global batch, gradient clipping, the update."""
         cfg = self.cfg
         lr = get_lr(self.step, cfg)
-        # the same steps on every process, so that all take the same path (log_stats runs pace.py's plain loop)
-        record_stats = cfg.optimizer != "adamw" and cfg.stats_interval > 0 and (self.step + 1) % cfg.stats_interval == 0
+        # log_stats runs pace.py's plain loop, which rounds differently from the fused kernel: every
+        # process takes it on the same steps, and adamw too (recording nothing), so that its iterate
+        # stays bit-identical to ema's, whose steps differ only by updating the EMA
+        stats_step = cfg.stats_interval > 0 and (self.step + 1) % cfg.stats_interval == 0
         for group in self.opt.param_groups:
             group["lr"] = lr
-            group["log_stats"] = record_stats
+            group["log_stats"] = stats_step
         loss_accum = torch.zeros((), device=self.device)
         micro_batches = self.loader.next_batch()
         for micro_step, tokens in enumerate(micro_batches):
@@ -569,7 +571,8 @@ class Run:
         # with grad_clip 0 this measures the norm only (it scales the gradients by 1)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip or float("inf"))
         self.opt.step()
-        stats = self.opt.get_step_stats() if record_stats else {}  # reads back from the device on these steps only
+        # reads back from the device on these steps only
+        stats = self.opt.get_step_stats() if stats_step and cfg.optimizer != "adamw" else {}
         self.opt.zero_grad()
         self.step += 1
         self.bar.update()
