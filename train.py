@@ -737,6 +737,21 @@ def main(args):
         print(__doc__ + "\n" + inspect.getsource(Settings))
         return
     procs = start_processes()
+    try:
+        run_training(args, procs)
+    except SystemExit as stop:
+        if not procs.ddp:
+            raise
+        # A process that stops early may still hold gloo's threads, and a normal exit can then abort
+        # in their destructors (SIGABRT, "terminate called without an active exception") instead of
+        # exiting with 1: say why, and leave at once.
+        print(stop.code, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+
+
+def run_training(args, procs):
+    """The run's outline: open or resume it, build, then step, log, evaluate and checkpoint until the end."""
     run = open_run(args, procs)  # every process checks everything, then all go on or all stop
     run.build()
     cfg = run.cfg
