@@ -156,6 +156,7 @@ def main(argv=None):
               f"({args.model} model of {args.out_dir}); written to {result_path}")
     if ddp:
         dist.destroy_process_group()
+        train.exit_now(0)
 
 
 if __name__ == "__main__":

@@ -414,6 +414,15 @@ def leave(procs):
         dist.destroy_process_group()
 
 
+def exit_now(code):
+    """Exit without running C++ destructors. After a multi-process run, gloo's threads can make a
+    normal exit abort in them (SIGABRT, "terminate called without an active exception"), so that
+    torchrun reports a failure for a run that completed, or a signal for one that stopped with a message."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def by_rank(values):
     """'rank 1: x; ranks 0, 2: y': the processes' values (in rank order), grouped; None left out."""
     ranks = {}
@@ -742,12 +751,10 @@ def main(args):
     except SystemExit as stop:
         if not procs.ddp:
             raise
-        # A process that stops early may still hold gloo's threads, and a normal exit can then abort
-        # in their destructors (SIGABRT, "terminate called without an active exception") instead of
-        # exiting with 1: say why, and leave at once.
-        print(stop.code, file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(1)
+        print(stop.code, file=sys.stderr)
+        exit_now(1)
+    if procs.ddp:
+        exit_now(0)
 
 
 def run_training(args, procs):
