@@ -78,6 +78,7 @@ Citation:
 """
 
 import contextlib
+import functools
 import math
 import warnings
 
@@ -177,6 +178,7 @@ FUSED_CHUNK = 8
 FUSED_MIN_TORCH = "2.5"  # the first release with the settings _fused_settings needs
 
 
+@functools.cache  # looked up once, not at every step
 def _fused_settings():
     """The private torch settings the fused path changes, as (config, {name: value})
     pairs, or None on a torch that lacks the one it cannot do without. Their names
