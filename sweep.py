@@ -25,6 +25,10 @@ to overwrite a run and resumes one without a checkpoint from step 0.
 which a rerun would only reproduce). A folder that holds a run made with different
 values for the settings this sweep passes is an error rather than silently reused.
 
+--evaluate tuning|test scores each run, once it is complete, on that half of the
+validation shard with evaluate.py (RUN/eval_PART.json; a run that has the file is not
+scored again): studies choose settings on the tuning half and report on the test half.
+
 Every command is printed exactly as it is run; --dry_run only prints them, as a shell
 script (status lines are comments), so a cluster sweep can be reviewed or dispatched.
 Settings given as --key=value that are not options of this script are passed through
@@ -74,6 +78,7 @@ TELEMETRY = {"lambda_mean": "mean pullback gain λ", "lambda_max": "largest pull
              "lambda_clip_fraction": "share of gains clamped to 1", "adamw_update_norm": "‖AdamW update‖",
              "pullback_norm": "‖pullback‖", "ema_distance_norm": "‖weights − EMA‖"}
 TRAIN_PY = Path(__file__).resolve().parent / "train.py"
+EVALUATE_PY = Path(__file__).resolve().parent / "evaluate.py"
 UNSET = object()  # an axis that is not swept (None is a value: ema_kappa=None)
 
 
@@ -262,8 +267,14 @@ def train_command(setting, out_dir, configs, overrides, nproc_per_node, resume):
     return cmd
 
 
+def evaluate_command(out_dir, part):
+    """The evaluate.py command that scores a run on a half of the validation shard."""
+    return [sys.executable, os.path.relpath(EVALUATE_PY), str(out_dir), f"--part={part}"]
+
+
 def plan(args, extra):
-    """-> [(name, action, command or None)] for every run of the grid."""
+    """-> [(name, action, command or None, evaluation command or None)] for every run of the grid;
+    the evaluation runs when --evaluate asks for it and the run has no eval_PART.json yet."""
     grid = {arg: parse_list(getattr(args, arg), f"--{arg}", CHECKS[arg])
             for arg in CHECKS if getattr(args, arg) is not None}
     overrides = parse_overrides(extra)
@@ -276,7 +287,9 @@ def plan(args, extra):
         action = plan_run(out_dir, {**setting, **wanted_extra}, args.skip_failed)
         cmd = None if action.startswith("skip") else train_command(
             setting, out_dir, args.config, overrides, args.nproc_per_node, resume=action in ("resume", "restart"))
-        steps.append((name, action, cmd))
+        scored = args.evaluate is None or (out_dir / f"eval_{args.evaluate}.json").exists()
+        evaluation = None if scored or action == "skip-failed" else evaluate_command(out_dir, args.evaluate)
+        steps.append((name, action, cmd, evaluation))
     return steps
 
 
@@ -291,17 +304,19 @@ ACTIONS = {  # what the sweep does with a run -> why, as printed
 
 def run(args, extra):
     steps = plan(args, extra)
-    counts = ", ".join(f"{sum(a == action for _, a, _ in steps)} {action}" for action in ACTIONS)
+    counts = ", ".join(f"{sum(a == action for _, a, _, _ in steps)} {action}" for action in ACTIONS)
     print(f"# sweep of {len(steps)} runs in {args.out}: {counts}")
     failed = []
-    for i, (name, action, cmd) in enumerate(steps, 1):
+    for i, (name, action, cmd, evaluation) in enumerate(steps, 1):
         print(f"# [{i}/{len(steps)}] {action} {name}: {ACTIONS[action]}", flush=True)
-        if cmd is None:
-            continue
-        print(shlex.join(cmd), flush=True)
-        if not args.dry_run and subprocess.run(cmd).returncode != 0:
-            failed.append(name)
-            print(f"# {name} exited with an error; going on with the next run", flush=True)
+        for command in (cmd, evaluation):
+            if command is None:
+                continue
+            print(shlex.join(command), flush=True)
+            if not args.dry_run and subprocess.run(command).returncode != 0:
+                failed.append(name)
+                print(f"# {name} exited with an error; going on with the next run", flush=True)
+                break
     if failed:
         print(f"sweep.py: {len(failed)} run(s) exited with an error: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -638,6 +653,8 @@ def main(argv=None):
     r.add_argument("--nproc_per_node", type=int, default=0, help="run each run under torchrun with this many processes")
     r.add_argument("--skip_failed", action="store_true", help="leave runs whose status is 'failed' alone")
     r.add_argument("--dry_run", action="store_true", help="print the commands without running them")
+    r.add_argument("--evaluate", choices=("tuning", "test"),
+                   help="after each run, score it on this half of the validation shard (evaluate.py)")
     s = sub.add_parser("summarize", allow_abbrev=False, help="tabulate (and plot) every result.json under a folder")
     s.add_argument("folder")
     s.add_argument("--plot", help="PNG to write (default FOLDER/loss_vs_lr.png)")

@@ -330,3 +330,28 @@ def test_curves_of_runs(tiny_run, tmp_path, capsys):
 def test_curves_of_a_missing_run_is_an_error(tmp_path, capsys):
     assert sweep.main(["curves", str(tmp_path / "nothing")]) == 1
     assert capsys.readouterr().err.startswith(f"sweep.py: error: curves: {tmp_path / 'nothing' / 'result.json'}: ")
+
+
+def test_evaluate_scores_each_finished_run_once(fake_train, monkeypatch, capsys):
+    script = fake_train / "evaluate.py"  # a stand-in evaluate.py that logs its argv and writes the score
+    script.write_text(
+        "import json, os, sys\n"
+        "with open('calls.log', 'a') as f:\n"
+        "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "json.dump({'returned': 3.0}, open(os.path.join(sys.argv[1], 'eval_tuning.json'), 'w'))\n")
+    monkeypatch.setattr(sweep, "EVALUATE_PY", script)
+    out = Path("runs")
+    write_result(out / "adamw_lr0.001", "adamw", lr=0.001)          # complete, not scored yet
+    write_result(out / "adamw_lr0.002", "adamw", lr=0.002)          # complete and scored
+    (out / "adamw_lr0.002" / "eval_tuning.json").write_text("{}")
+    grid = ["run", "--method", "adamw", "--lr", "0.001,0.002,0.003,0.1", "--out", "runs", "--evaluate", "tuning"]
+    assert sweep.main(grid) == 1  # lr 0.1 fails: it is not scored
+    assert calls(fake_train) == [
+        ["runs/adamw_lr0.001", "--part=tuning"],
+        ["--optimizer=adamw", "--lr=0.003", "--out_dir=runs/adamw_lr0.003"],
+        ["runs/adamw_lr0.003", "--part=tuning"],
+        ["--optimizer=adamw", "--lr=0.1", "--out_dir=runs/adamw_lr0.1"],
+    ]
+    capsys.readouterr()
+    assert sweep.main(grid) == 1
+    assert calls(fake_train)[4:] == [["--optimizer=adamw", "--lr=0.1", "--out_dir=runs/adamw_lr0.1"]]
