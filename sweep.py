@@ -41,6 +41,12 @@ Examples:
         --seed 0,1,2 --out runs/cpu --max_steps=160
     python sweep.py summarize runs/cpu          # markdown table + runs/cpu/loss_vs_lr.png
 
+    # choose on one half of the validation shard, report on the other (README, Results)
+    python sweep.py run ... --seed 1337 --evaluate tuning --out runs/study
+    python sweep.py select runs/study           # best lr per variant; writes runs/study/selection.json
+    python sweep.py run ... --lr SELECTED --seed 1,2,3 --evaluate test --out runs/study
+    python sweep.py report runs/study           # the selected settings' test loss over the seeds
+
     # the GPT-2 124M FineWeb sweep, each run on 8 GPUs (print the commands only)
     python sweep.py run --config 'configs/{method}.py' --lr 6e-4,1.2e-3,2.4e-3 \\
         --c 0.15 --kappa 0.2 --schedule cos,wsd --seed 0 --nproc_per_node 8 \\
@@ -326,16 +332,19 @@ def run(args, extra):
 # -----------------------------------------------------------------------------
 # summarizing result.json files
 
-def load_results(folder):
+def load_results(folder, part=None):
     """-> (complete, incomplete) over every result.json under folder.
 
-    complete: {"method", "variant", "setting", "loss"} per completed run with a loss;
-    incomplete: {"run", "status", "detail", "method"} per other run (running, failed,
-    unparsable, or completed without a finite final_val_loss), to be reported.
+    complete: {"method", "variant", "setting", "seed", "loss", "last"} per completed run with a
+    loss: the final validation loss of result.json, or with part ("tuning" or "test") the
+    returned model's and the last iterate's loss on that half of the validation shard, from
+    the run's eval_PART.json (evaluate.py); incomplete: {"run", "status", "detail", "method"}
+    per other run (running, failed, unparsable, not scored, or completed without a finite
+    loss), to be reported.
     """
     paths = sorted(Path(folder).rglob("result.json"))
     if not paths:
-        raise SweepError(f"summarize: no result.json under {folder}")
+        raise SweepError(f"no result.json under {folder}")
     complete, incomplete = [], []
     for path in paths:
         run = str(path.parent.relative_to(folder))
@@ -344,9 +353,16 @@ def load_results(folder):
             incomplete.append({"run": run, "status": "unparsable", "detail": problem, "method": None})
             continue
         config, summary = result["config"], result["summary"]
-        method, status, loss = config.get("optimizer"), summary.get("status"), summary.get("final_val_loss")
+        method, status = config.get("optimizer"), summary.get("status")
+        loss, last, problem = summary.get("final_val_loss"), None, None
+        if part is not None and status == "completed":
+            scores, problem = read_scores(path.parent / f"eval_{part}.json")
+            if scores is not None:
+                loss, last = scores["returned"], scores["last"]
         if status != "completed":
             detail = describe_incomplete(result)
+        elif problem is not None:
+            detail = f"not scored on the {part} half ({problem}): python evaluate.py {path.parent} --part={part}"
         elif not is_number(loss):
             detail = f"final_val_loss is {loss!r}"
         elif method is None:
@@ -356,11 +372,25 @@ def load_results(folder):
                 "method": method,
                 "variant": tuple((k, config.get(k)) for k in method_keys(method)),
                 "setting": {k: v for k, v in config.items() if k not in NOT_SETTING},
+                "seed": config.get("seed"),
                 "loss": float(loss),
+                "last": float(last) if is_number(last) else None,
             })
             continue
         incomplete.append({"run": run, "status": str(status), "detail": detail, "method": method})
     return complete, incomplete
+
+
+def read_scores(path):
+    """-> (dict, None) for an eval_PART.json with finite returned and last losses, (None, reason) otherwise."""
+    try:
+        with open(path) as f:
+            scores = json.load(f)
+    except (OSError, ValueError) as e:
+        return None, type(e).__name__
+    if not isinstance(scores, dict) or not all(is_number(scores.get(k)) for k in ("returned", "last")):
+        return None, "no finite 'returned' and 'last' losses"
+    return scores, None
 
 
 def method_keys(method):
@@ -549,6 +579,105 @@ def summarize(args):
 
 
 # -----------------------------------------------------------------------------
+# choosing on the tuning half, reporting on the test half
+
+def variant_name(run):
+    """What a study chooses an lr for: the method and its variant, e.g. "pace c=0.5 κ=0.5"."""
+    return " ".join([run["method"]] + ([variant_label(run["variant"])] if run["variant"] else []))
+
+
+def by_variant(runs):
+    """-> {variant name: {lr: [runs]}}, in METHODS order; an error when the runs of one variant
+    differ in a setting other than lr and the seed, which a choice of lr would then hide."""
+    groups, settings = {}, {}
+    for r in sorted(runs, key=lambda r: (METHODS.index(r["method"]) if r["method"] in METHODS else len(METHODS),
+                                         sort_key([v for _, v in r["variant"]]))):
+        name, rest = variant_name(r), {k: v for k, v in r["setting"].items() if k != "lr"}
+        if settings.setdefault(name, rest) != rest:
+            keys = sorted(k for k in rest.keys() | settings[name].keys() if rest.get(k) != settings[name].get(k))
+            raise SweepError(f"the runs of {name} differ in {', '.join(keys)}: keep one study per folder")
+        groups.setdefault(name, {}).setdefault(r["setting"]["lr"], []).append(r)
+    return groups
+
+
+def select(args):
+    """Per variant, the lr whose run of seed --seed has the lowest tuning-half loss; a best lr
+    on the edge of the variant's grid says which lr to run next. Writes FOLDER/selection.json."""
+    complete, incomplete = load_results(args.folder, "tuning")
+    groups = by_variant([r for r in complete if r["seed"] == args.seed])
+    if not groups:
+        raise SweepError(f"select: no run of seed {args.seed} under {args.folder} is scored on the tuning half")
+    lrs = sorted({lr for by_lr in groups.values() for lr in by_lr})
+    rows, selection = [], {}
+    for name, by_lr in groups.items():
+        loss = {lr: runs[0]["loss"] for lr, runs in by_lr.items()}
+        best_lr, grid = min(loss, key=loss.get), sorted(loss)
+        beyond = [lr for lr, edge in ((best_lr / 2, grid[0]), (best_lr * 2, grid[-1])) if best_lr == edge]
+        selection[name] = {"lr": best_lr, "tuning_loss": loss[best_lr], "on_edge": bool(beyond)}
+        cells = [("**{:.4f}**" if lr == best_lr else "{:.4f}").format(loss[lr]) if lr in loss else "–" for lr in lrs]
+        todo = "run lr " + " and ".join(map(fmt, beyond)) if beyond else "selected"
+        rows.append([name, *cells, fmt(best_lr), todo])
+    print(f"Tuning-half loss of the returned model, seed {args.seed}; the lowest of each variant in bold.\n")
+    print(markdown_table(["variant", *(f"lr {fmt(lr)}" for lr in lrs), "best lr", "next"], rows))
+    if incomplete:
+        print(f"\nRuns not in the table ({len(incomplete)}):\n")
+        print(markdown_table(["run", "status", "detail"], [[r["run"], r["status"], r["detail"]] for r in incomplete]))
+    from train import save_atomically  # train imports torch, which nothing else here needs
+    path = Path(args.folder) / "selection.json"
+    save_atomically(str(path), lambda f: f.write(json.dumps({"seed": args.seed, "variants": selection}, indent=1).encode()))
+    edges = [name for name, chosen in selection.items() if chosen["on_edge"]]
+    print(f"\n{path}: " + (f"{len(edges)} variant(s) with the best lr on an edge of the grid: extend it"
+                            if edges else "every best lr lies inside its grid"))
+    return 0
+
+
+def with_error(mean, std, n, other):
+    """mean − other's mean ± the standard error of the difference (unpaired)."""
+    om, os_, on = other
+    if std is None or os_ is None:
+        return f"{mean - om:+.4f}"
+    return f"{mean - om:+.4f} ± {math.sqrt(std ** 2 / n + os_ ** 2 / on):.4f}"
+
+
+def report(args):
+    """The selected variants' test-half losses over seeds, and each against the baselines."""
+    path = Path(args.folder) / "selection.json"
+    try:
+        selection = json.loads(path.read_text())["variants"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SweepError(f"report: {path}: no selection to report on ({type(e).__name__}): run sweep.py select first")
+    complete, incomplete = load_results(args.folder, "test")
+    groups = by_variant(complete)
+    stats, rows = {}, []
+    for name, chosen in selection.items():
+        runs = groups.get(name, {}).get(chosen["lr"], [])
+        if runs:
+            stats[name] = (mean_std([r["loss"] for r in runs]), mean_std([r["last"] for r in runs]),
+                           {r["seed"]: r["loss"] for r in runs})
+    baselines = [name for name in stats if name.split()[0] in ("adamw", "ema")]
+    for name, (returned, last, by_seed) in stats.items():
+        row = [name, fmt(selection[name]["lr"]), ", ".join(map(str, sorted(by_seed))), fmt_loss(*returned),
+               fmt_loss(*last)]
+        for base in baselines:
+            seeds = sorted(by_seed.keys() & stats[base][2].keys())
+            wins = sum(by_seed[s] < stats[base][2][s] for s in seeds)
+            row.append("–" if base == name else f"{with_error(*returned, stats[base][0])} (lower on {wins} of {len(seeds)} seeds)")
+        rows.append(row)
+    print("Test-half loss of the selected settings, mean ± std over seeds (n runs); lower is better. "
+          "Δ = the row's mean − the baseline's ± the standard error of the difference.\n")
+    print(markdown_table(["variant", "lr", "seeds", "returned model", "last iterate",
+                          *(f"Δ vs {base}" for base in baselines)], rows))
+    unreported = [name for name in selection if name not in stats]
+    if unreported:
+        print(f"\nSelected but not yet scored on the test half: {', '.join(unreported)}")
+    others = [r for r in incomplete if "not scored" not in r["detail"]]
+    if others:
+        print(f"\nRuns not in the table ({len(others)}):\n")
+        print(markdown_table(["run", "status", "detail"], [[r["run"], r["status"], r["detail"]] for r in others]))
+    return 0
+
+
+# -----------------------------------------------------------------------------
 # training curves of single runs
 
 def run_folder(path):
@@ -659,6 +788,11 @@ def main(argv=None):
     s.add_argument("folder")
     s.add_argument("--plot", help="PNG to write (default FOLDER/loss_vs_lr.png)")
     s.add_argument("--no_plot", action="store_true", help="do not plot")
+    e = sub.add_parser("select", allow_abbrev=False, help="the best lr per variant by the tuning-half loss")
+    e.add_argument("folder")
+    e.add_argument("--seed", type=int, default=1337, help="the seed of the runs that choose (default %(default)s)")
+    t = sub.add_parser("report", allow_abbrev=False, help="the selected settings' test-half loss over seeds")
+    t.add_argument("folder")
     c = sub.add_parser("curves", allow_abbrev=False, help="plot the training curves of runs into a PNG")
     c.add_argument("runs", nargs="+", metavar="RUN", help="a run's folder or its result.json")
     c.add_argument("--out", help="PNG to write (default: curves.png in the folder the runs share)")
@@ -668,10 +802,10 @@ def main(argv=None):
             if extra:
                 raise SweepError(f"curves: unrecognized arguments {' '.join(extra)}")
             return curves(args)
-        if args.command == "summarize":
+        if args.command in ("summarize", "select", "report"):
             if extra:
-                raise SweepError(f"summarize: unrecognized arguments {' '.join(extra)}")
-            return summarize(args)
+                raise SweepError(f"{args.command}: unrecognized arguments {' '.join(extra)}")
+            return {"summarize": summarize, "select": select, "report": report}[args.command](args)
         if args.nproc_per_node < 0:
             raise SweepError("--nproc_per_node must be >= 0")
         return run(args, extra)

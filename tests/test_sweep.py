@@ -355,3 +355,69 @@ def test_evaluate_scores_each_finished_run_once(fake_train, monkeypatch, capsys)
     capsys.readouterr()
     assert sweep.main(grid) == 1
     assert calls(fake_train)[4:] == [["--optimizer=adamw", "--lr=0.1", "--out_dir=runs/adamw_lr0.1"]]
+
+
+# ----------------------------------------------------------------------------- select and report
+
+def scored_run(folder, method, lr, seed, part, returned, last=None, **config):
+    """A completed run with its eval_PART.json; its final_val_loss (1.0) is lower than any score, so
+    a choice made from result.json instead of the half's score shows."""
+    path = folder / f"{method}_lr{lr}_{'_'.join(f'{k}{v}' for k, v in config.items())}_seed{seed}"
+    write_result(path, method, loss=1.0, lr=lr, seed=seed, **config)
+    (path / f"eval_{part}.json").write_text(json.dumps({"returned": returned, "last": returned if last is None else last}))
+    return path
+
+
+def test_select_best_lr_per_variant_on_the_tuning_half(tmp_path, capsys):
+    for lr, loss in ((1e-3, 3.2), (2e-3, 3.0), (4e-3, 3.1)):
+        scored_run(tmp_path, "adamw", lr, 1337, "tuning", loss)
+    scored_run(tmp_path, "adamw", 1e-3, 1, "tuning", 2.0)       # another seed: not a choice
+    scored_run(tmp_path, "adamw", 8e-3, 1337, "test", 2.0)      # scored on the test half only: not seen
+    for lr, loss in ((2e-3, 3.3), (4e-3, 3.1)):
+        scored_run(tmp_path, "pace", lr, 1337, "tuning", loss, lambda_pullback=0.5)
+    scored_run(tmp_path, "pace", 2e-3, 1337, "tuning", 2.9, lambda_pullback=0.15)
+    assert sweep.main(["select", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert row(out, "adamw") == ["adamw", "3.2000", "**3.0000**", "3.1000", "0.002", "selected"]
+    assert row(out, "pace c=0.5 κ=0.2") == ["pace c=0.5 κ=0.2", "–", "3.3000", "**3.1000**", "0.004", "run lr 0.008"]
+    assert row(out, "pace c=0.15 κ=0.2")[-2:] == ["0.002", "run lr 0.001 and 0.004"]
+    assert "adamw_lr0.008__seed1337 | completed | not scored on the tuning half" in out
+    selection = json.loads((tmp_path / "selection.json").read_text())
+    assert selection["variants"]["adamw"] == {"lr": 0.002, "tuning_loss": 3.0, "on_edge": False}
+    assert selection["variants"]["pace c=0.5 κ=0.2"]["on_edge"]
+
+
+def test_select_refuses_variants_that_differ_in_another_setting(tmp_path, capsys):
+    scored_run(tmp_path, "adamw", 1e-3, 1337, "tuning", 3.0)
+    scored_run(tmp_path, "adamw", 2e-3, 1337, "tuning", 3.0, max_steps=300)
+    assert sweep.main(["select", str(tmp_path)]) == 1
+    assert "the runs of adamw differ in max_steps" in capsys.readouterr().err
+
+
+def test_report_the_selected_settings_on_the_test_half(tmp_path, capsys):
+    assert sweep.main(["report", str(tmp_path)]) == 1
+    assert "run sweep.py select first" in capsys.readouterr().err
+    scored_run(tmp_path, "adamw", 2e-3, 1337, "tuning", 3.0)
+    scored_run(tmp_path, "adamw", 4e-3, 1337, "tuning", 3.1)
+    scored_run(tmp_path, "adamw", 1e-3, 1337, "tuning", 3.2)
+    scored_run(tmp_path, "pace", 4e-3, 1337, "tuning", 2.9, lambda_pullback=0.5)
+    scored_run(tmp_path, "pace", 2e-3, 1337, "tuning", 3.0, lambda_pullback=0.5)
+    scored_run(tmp_path, "pace", 8e-3, 1337, "tuning", 3.0, lambda_pullback=0.5)
+    assert sweep.main(["select", str(tmp_path)]) == 0
+    adamw, adamw_last = [3.10, 3.00, 3.20], [3.15, 3.05, 3.25]
+    pace, pace_last = [3.05, 2.90, 3.20], [3.30, 3.20, 3.40]
+    for seed in (1, 2, 3):
+        scored_run(tmp_path, "adamw", 2e-3, seed, "test", adamw[seed - 1], adamw_last[seed - 1])
+        scored_run(tmp_path, "pace", 4e-3, seed, "test", pace[seed - 1], pace_last[seed - 1], lambda_pullback=0.5)
+    scored_run(tmp_path, "pace", 2e-3, 1, "test", 1.5, lambda_pullback=0.5)  # not the selected lr: not reported
+    capsys.readouterr()
+    assert sweep.main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    sd = statistics.stdev
+    se = math.sqrt(sd(pace) ** 2 / 3 + sd(adamw) ** 2 / 3)
+    diff = statistics.fmean(pace) - statistics.fmean(adamw)
+    assert row(out, "pace c=0.5 κ=0.2") == [
+        "pace c=0.5 κ=0.2", "0.004", "1, 2, 3", cell(statistics.fmean(pace), sd(pace), 3),
+        cell(statistics.fmean(pace_last), sd(pace_last), 3), f"{diff:+.4f} ± {se:.4f} (lower on 2 of 3 seeds)"]
+    assert row(out, "adamw")[1:5] == ["0.002", "1, 2, 3", cell(3.1, 0.1, 3), cell(3.15, 0.1, 3)]
+    assert row(out, "adamw")[5] == "–"
