@@ -15,38 +15,59 @@ from torch.nn import functional as F
 
 
 # Tokens per chunk of the fused output layer + loss, chosen by measurement on this repository's
-# 2-core CPU (quiet, 2 threads): configs/cpu.py's 4,096 tokens, forward+backward of the loss alone,
-# the variants interleaved in one process, minimum of 3: chunks of 512 and 1,024 tokens took 1.20 s,
-# 256 1.24 s, 2,048 1.23 s, 4,096 1.33 s; the unfused F.cross_entropy(lm_head(x), y) 1.96 s.
-# 1,024 keeps a chunk's logits at 0.2 GB. Recomputing the logits in backward instead of computing
-# the gradients in forward took 1.56x as long (measured under load with an earlier version).
-LOSS_CHUNK = 1024
+# 2-core CPU (quiet, 2 threads, 2026-11-30): configs/cpu.py's 4,096 tokens, forward+backward of the
+# loss alone, the chunk sizes interleaved in one process, each with its kept LogitsBuffer, minimum
+# of 3 rounds, two runs: 256 tokens 1.13-1.16 s, 512 1.06, 1,024 1.03-1.04, 2,048 0.99-1.01,
+# 4,096 1.00-1.01 s; a whole training step 1,199 ms with 2,048 against 1,237 ms with 1,024.
+# 2,048 keeps a chunk's float32 logits at 0.4 GB. Recomputing the logits in backward instead of
+# computing the gradients in forward took 1.56x as long (measured under load with an earlier version).
+LOSS_CHUNK = 2048
 
 
-def _chunked_cross_entropy(x, weight, targets, chunk_size, with_grads):
+class LogitsBuffer:
+    """Memory for one chunk's logits, reused by every chunk of every call. On a CPU, fresh memory
+    costs as much in page faults (the first write to each page) as the product that fills it:
+    a new 0.2 GB tensor per chunk doubled the loss's time, and a new one per step still took 40 ms
+    of a 1.3 s configs/cpu.py step (measured)."""
+
+    def __init__(self):
+        self.tensor = None
+
+    def get(self, rows, like, columns):
+        """A (rows, columns) tensor of like's dtype and device, whose contents are undefined."""
+        t = self.tensor
+        if t is None or t.size(0) < rows or t.size(1) != columns or t.dtype != like.dtype or t.device != like.device:
+            self.tensor = t = like.new_empty(rows, columns)
+        return t[:rows]
+
+
+def _chunked_cross_entropy(x, weight, targets, chunk_size, with_grads, buffer=None):
     """The summed cross-entropy of the logits x @ weight.T against targets, computed chunk_size
     rows at a time so that the full (N, vocab) logits never exist; with_grads: also the sum's
-    gradients for x and weight, which cost two products per chunk while its logits are at hand."""
+    gradients for x and weight, which cost two products per chunk while its logits are at hand.
+    buffer: the LogitsBuffer to compute the logits in (None: a new one)."""
     loss = torch.zeros((), dtype=x.dtype, device=x.device)
     grad_x, grad_weight = [], torch.zeros_like(weight) if with_grads else None
     autocast = torch.is_autocast_enabled(x.device.type)
-    # Without autocast every chunk's logits go into one buffer: on a CPU a new 0.2 GB tensor
-    # per chunk costs as much in page faults (first writes to fresh memory) as its product.
-    buffer = None if autocast else x.new_empty(min(chunk_size, len(x)), weight.size(0))
+    # without autocast every chunk's logits go into the buffer
+    chunk_logits = None if autocast else (buffer or LogitsBuffer()).get(min(chunk_size, len(x)), x, weight.size(0))
     for x_c, y_c in zip(x.split(chunk_size), targets.split(chunk_size)):
         if autocast:  # the product in bf16, the log-sum-exp and softmax in x's precision
             logits = (x_c @ weight.T).to(x.dtype)
         else:
-            logits = torch.mm(x_c, weight.T, out=buffer[:len(x_c)])
+            logits = torch.mm(x_c, weight.T, out=chunk_logits[:len(x_c)])
         target_logits = logits.gather(1, y_c[:, None]).squeeze(1)
-        # the log-sum-exp and the softmax share exp(logits - max), computed in place: one pass
-        # fewer over the logits than torch.logsumexp followed by a softmax, and no new tensor
         max_logits = logits.amax(dim=1)
-        exps = logits.sub_(max_logits[:, None]).exp_()
-        sum_exps = exps.sum(dim=1)
-        loss += (max_logits + sum_exps.log() - target_logits).sum()
+        # softmax works on each row while it is in cache (max, sum of exponentials, scaling): one pass
+        # over the logits' memory where separate max, subtract, exp, sum and divide make five. In place
+        # in the CPU's buffer; the GPU's chunk is a temporary anyway.
+        probs = torch.softmax(logits, dim=1) if autocast else torch.softmax(logits, dim=1, out=logits)
+        # log-sum-exp = max + log(sum of exp(logits - max)), and the largest probability, the max's, is
+        # exactly 1 / that sum: it never underflows, unlike the target's (below e^-87 in float32).
+        # Two amax passes take half the time of one max with indices.
+        loss += (max_logits - target_logits - probs.amax(dim=1).log()).sum()
         if with_grads:
-            grad_logits = exps.div_(sum_exps[:, None])  # the softmax
+            grad_logits = probs
             grad_logits[torch.arange(len(y_c), device=y_c.device), y_c] -= 1
             grad_x.append((grad_logits @ weight).to(x.dtype))
             grad_weight += grad_logits.T @ x_c
@@ -58,8 +79,8 @@ class _FusedCrossEntropy(torch.autograd.Function):
     backward only scales them by the upstream gradient, and no logits are recomputed."""
 
     @staticmethod
-    def forward(ctx, x, weight, targets, chunk_size):
-        loss, grad_x, grad_weight = _chunked_cross_entropy(x, weight, targets, chunk_size, with_grads=True)
+    def forward(ctx, x, weight, targets, chunk_size, buffer):
+        loss, grad_x, grad_weight = _chunked_cross_entropy(x, weight, targets, chunk_size, True, buffer)
         ctx.save_for_backward(grad_x, grad_weight)
         return loss / len(targets)
 
@@ -67,15 +88,16 @@ class _FusedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_x, grad_weight = ctx.saved_tensors
         scale = grad_loss / grad_x.size(0)
-        return grad_x * scale, grad_weight * scale, None, None
+        return grad_x * scale, grad_weight * scale, None, None, None
 
 
-def fused_cross_entropy(x, weight, targets, chunk_size):
+def fused_cross_entropy(x, weight, targets, chunk_size, buffer=None):
     """F.cross_entropy(x @ weight.T, targets), the mean over the N rows of x (N, C), without the
-    (N, vocab) logits: memory O(chunk_size * vocab) instead of O(N * vocab)."""
+    (N, vocab) logits: memory O(chunk_size * vocab) instead of O(N * vocab). buffer: a LogitsBuffer
+    to keep the chunk's memory in from call to call (None: new memory for each call)."""
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return _FusedCrossEntropy.apply(x, weight, targets, chunk_size)
-    return _chunked_cross_entropy(x, weight, targets, chunk_size, with_grads=False)[0] / len(targets)
+        return _FusedCrossEntropy.apply(x, weight, targets, chunk_size, buffer)
+    return _chunked_cross_entropy(x, weight, targets, chunk_size, False, buffer)[0] / len(targets)
 
 
 @dataclass
@@ -157,6 +179,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # weight tying: one matrix embeds tokens and scores them, saving vocab_size * n_embd parameters
         self.lm_head.weight = self.transformer.wte.weight
+        self.logits_buffer = LogitsBuffer()  # the fused loss's memory, kept from step to step
         self.apply(self._init_weights)
 
     def _init_weights(self, module):
@@ -184,7 +207,8 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         if targets is None:
             return self.lm_head(x), None
-        return None, fused_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten(), LOSS_CHUNK)
+        return None, fused_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten(), LOSS_CHUNK,
+                                         self.logits_buffer)
 
     def num_params(self, non_embedding=True):
         """Parameter count, the tied embedding counted once. The position embedding is

@@ -169,3 +169,33 @@ def test_fused_loss_under_torch_compile():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     for n, p in model.named_parameters():
         assert torch.allclose(p.grad, expected_grads[n], rtol=1e-5, atol=1e-7), n
+
+
+def test_fused_loss_of_a_very_wrong_prediction_is_finite_and_exact():
+    """Logits 200 apart: the target's probability underflows float32 (e^-200), its loss does not."""
+    x = torch.tensor([[1.0], [1.0]], requires_grad=True)
+    weight = torch.tensor([[100.0], [-100.0], [0.0]], requires_grad=True)
+    targets = torch.tensor([1, 0])  # the worst token, then the best
+    expected = F.cross_entropy(x @ weight.T, targets)
+    expected_grads = torch.autograd.grad(expected, (x, weight))
+    loss = fused_cross_entropy(x, weight, targets, chunk_size=1)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item(), rel=1e-6)  # 100.0
+    for g, e in zip(torch.autograd.grad(loss, (x, weight)), expected_grads):
+        assert torch.allclose(g, e, rtol=1e-6, atol=1e-6)
+
+
+def test_the_logits_buffer_is_kept_from_call_to_call_and_grown_when_needed(monkeypatch):
+    monkeypatch.setattr(model_module, "LOSS_CHUNK", 20)
+    model = tiny()
+
+    def buffer_after_step(shape):
+        idx, targets = torch.randint(0, 512, shape), torch.randint(0, 512, shape)
+        _, loss = model(idx, targets)
+        loss.backward()
+        assert loss.item() == pytest.approx(unfused_loss(model, idx, targets).item(), rel=1e-6)
+        return model.logits_buffer.tensor
+
+    small = buffer_after_step((1, 8))  # 8 tokens: one chunk of 8 rows
+    assert small.shape == (8, 512) and buffer_after_step((1, 8)).data_ptr() == small.data_ptr()
+    chunk = buffer_after_step((3, 16))  # 48 tokens: chunks of 20, 20 and 8 rows
+    assert chunk.shape == (20, 512) and buffer_after_step((1, 8)).data_ptr() == chunk.data_ptr()
