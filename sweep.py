@@ -628,7 +628,38 @@ def select(args):
     edges = [name for name, chosen in selection.items() if chosen["on_edge"]]
     print(f"\n{path}: " + (f"{len(edges)} variant(s) with the best lr on an edge of the grid: extend it"
                             if edges else "every best lr lies inside its grid"))
+    plot_path = Path(args.folder) / "tuning_vs_lr.png"
+    if plot_selection(groups, selection, plot_path):
+        print(f"plot: {plot_path}")
+    else:
+        print("matplotlib is not installed: no plot (pip install matplotlib); the table above is complete")
     return 0
+
+
+def plot_selection(groups, selection, path):
+    """Tuning-half loss against lr, one line per variant, its selected lr starred. False
+    when matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for i, (name, by_lr) in enumerate(groups.items()):
+        method = name.split()[0]
+        same_method = [n for n in groups if n.split()[0] == method]
+        points = sorted((lr, runs[0]["loss"]) for lr, runs in by_lr.items())
+        ax.plot(*zip(*points), marker="o", ms=4, lw=1.5, color=METHOD_COLORS.get(method, f"C{i % 10}"),
+                ls=("-", "--", ":", "-.")[same_method.index(name) % 4], label=name)
+        chosen = selection[name]
+        ax.plot(chosen["lr"], chosen["tuning_loss"], marker="*", ms=12, color=METHOD_COLORS.get(method, f"C{i % 10}"))
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("tuning-half loss (returned model)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return True
 
 
 def with_error(mean, std, n, other):

@@ -385,6 +385,14 @@ def test_select_best_lr_per_variant_on_the_tuning_half(tmp_path, capsys):
     selection = json.loads((tmp_path / "selection.json").read_text())
     assert selection["variants"]["adamw"] == {"lr": 0.002, "tuning_loss": 3.0, "on_edge": False}
     assert selection["variants"]["pace c=0.5 κ=0.2"]["on_edge"]
+    assert (tmp_path / "tuning_vs_lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_select_without_matplotlib_still_selects(tmp_path, capsys, no_matplotlib):
+    scored_run(tmp_path, "adamw", 1e-3, 1337, "tuning", 3.0)
+    assert sweep.main(["select", str(tmp_path)]) == 0
+    assert "matplotlib is not installed" in capsys.readouterr().out
+    assert (tmp_path / "selection.json").exists() and not (tmp_path / "tuning_vs_lr.png").exists()
 
 
 def test_select_refuses_variants_that_differ_in_another_setting(tmp_path, capsys):
