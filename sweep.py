@@ -698,6 +698,9 @@ def report(args):
           "Δ = the row's mean − the baseline's ± the standard error of the difference.\n")
     print(markdown_table(["variant", "lr", "seeds", "returned model", "last iterate",
                           *(f"Δ vs {base}" for base in baselines)], rows))
+    edges = [name for name, chosen in selection.items() if chosen.get("on_edge")]
+    if edges:
+        print(f"\nNot final: the selected lr of {', '.join(edges)} lies on an edge of its grid (sweep.py select)")
     unreported = [name for name in selection if name not in stats]
     if unreported:
         print(f"\nSelected but not yet scored on the test half: {', '.join(unreported)}")

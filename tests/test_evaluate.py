@@ -49,3 +49,14 @@ def test_a_run_without_checkpoint_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit) as e:
         evaluate.main([str(tmp_path), "--part", "tuning"])
     assert str(tmp_path / "ckpt.pt") in str(e.value.code) and "\n" not in str(e.value.code)
+
+
+def test_a_run_whose_validation_shard_is_gone_is_a_one_line_error(tiny_run, tmp_path):
+    ckpt = torch.load(tiny_run / "ckpt.pt", weights_only=True)
+    ckpt["config"]["data_dir"] = str(tmp_path / "moved")
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    with pytest.raises(SystemExit) as e:
+        evaluate.main([str(tmp_path), "--part", "test", "--device", "cpu"])
+    message = str(e.value.code)
+    assert str(tmp_path / "moved" / "fineweb_val_000000.bin") in message and "\n" not in message
+    assert not (tmp_path / "eval_test.json").exists()

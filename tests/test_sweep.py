@@ -429,3 +429,11 @@ def test_report_the_selected_settings_on_the_test_half(tmp_path, capsys):
         cell(statistics.fmean(pace_last), sd(pace_last), 3), f"{diff:+.4f} ± {se:.4f} (lower on 2 of 3 seeds)"]
     assert row(out, "adamw")[1:5] == ["0.002", "1, 2, 3", cell(3.1, 0.1, 3), cell(3.15, 0.1, 3)]
     assert row(out, "adamw")[5] == "–"
+    assert "Not final: the selected lr of pace c=0.5 κ=0.2 lies on an edge" not in out
+    scored_run(tmp_path, "pace", 1.6e-2, 1337, "tuning", 2.8, lambda_pullback=0.5)  # better beyond the old edge
+    assert sweep.main(["select", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert sweep.main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Not final: the selected lr of pace c=0.5 κ=0.2 lies on an edge of its grid" in out
+    assert "Selected but not yet scored on the test half: pace c=0.5 κ=0.2" in out
