@@ -40,25 +40,26 @@ def part_range(n_tokens, part):
 
 def score(out_dir, part, device):
     """-> the eval_PART.json record of the run in out_dir."""
-    record = {"part": part}
-    for which in ("returned", "last"):
-        model, cfg = load_model(out_dir, which)
-        record["val_file"] = os.path.join(cfg.data_dir, "fineweb_val_000000.bin")
-        try:
-            tokens = read_shard(record["val_file"])
-        except ShardError as e:
-            train.die(f"{out_dir}: {e}")
-        first, end = part_range(len(tokens), part)
-        n_seq = (end - first - 1) // cfg.block_size
-        if n_seq < 1:
-            train.die(f"{record['val_file']}: its {part} half holds {end - first} tokens, not one sequence of {cfg.block_size}")
-        record.update(first_token=first, tokens=n_seq * cfg.block_size)
-        val = torch.from_numpy(tokens[first:end].astype(np.int64)).to(device)
-        record[which] = train.evaluate(model.to(device), val, cfg.batch_size, cfg.block_size, 1, autocast(device))
-        if cfg.optimizer == "adamw":  # adamw returns its last iterate: one pass serves both
-            record["last"] = record["returned"]
-            break
-    return record
+    model, cfg = load_model(out_dir, "returned")
+    val_file = os.path.join(cfg.data_dir, "fineweb_val_000000.bin")
+    try:
+        tokens = read_shard(val_file)
+    except ShardError as e:
+        train.die(f"{out_dir}: {e}")
+    first, end = part_range(len(tokens), part)
+    n_seq = (end - first - 1) // cfg.block_size
+    if n_seq < 1:
+        train.die(f"{val_file}: its {part} half holds {end - first} tokens, not one sequence of {cfg.block_size}")
+    val = torch.from_numpy(tokens[first:end].astype(np.int64)).to(device)
+
+    def loss(m):
+        return train.evaluate(m.to(device), val, cfg.batch_size, cfg.block_size, 1, autocast(device))
+
+    returned = loss(model)
+    # adamw returns its last iterate: one pass serves both
+    last = returned if cfg.optimizer == "adamw" else loss(load_model(out_dir, "last")[0])
+    return {"part": part, "val_file": val_file, "first_token": first, "tokens": n_seq * cfg.block_size,
+            "returned": returned, "last": last}
 
 
 def main(argv=None):
