@@ -462,12 +462,8 @@ def pace_vs_baseline(pace_stats, methods):
     baselines = [(m, best(methods[m])) for m in ("adamw", "ema") if m in methods]
     if not baselines:
         return "–"
-    name, (_, (mean, std, n)) = min(baselines, key=lambda item: item[1][1][0])
-    pm, ps, pn = pace_stats
-    diff = f"{pm - mean:+.4f}"
-    if ps is not None and std is not None:
-        diff += f" ± {math.sqrt(ps ** 2 / pn + std ** 2 / n):.4f}"
-    return f"{diff} vs {name}"
+    name, (_, stats) = min(baselines, key=lambda item: item[1][1][0])
+    return f"{with_error(*pace_stats, stats)} vs {name}"
 
 
 def markdown_table(header, rows):
