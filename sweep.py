@@ -729,8 +729,35 @@ def load_runs(paths):
     return [(str(f.relative_to(common)) if f != common else f.name, r) for f, r in zip(folders, runs)]
 
 
+def seed_groups(runs):
+    """[(label, result)] -> lists of the runs that differ only in their seed (and folder), in
+    order: a setting's seeds share a colour and a legend entry."""
+    groups = {}
+    for label, result in runs:
+        setting = {k: v for k, v in result["config"].items() if k not in ("seed", "out_dir")}
+        groups.setdefault(json.dumps(setting, sort_keys=True, default=str), []).append((label, result))
+    return list(groups.values())
+
+
+def plot_run(panels, titles, result, method, color, width, label):
+    """One run's lines: its validation losses, then one line in each other panel."""
+    tokens = result["config"]["total_batch_size"]  # per step
+    evals = result["eval_logs"]
+    x = [e["step"] * tokens for e in evals]
+    panels["val_loss"].plot(x, [e["val_loss"] for e in evals], color=color, lw=2, marker="o", ms=3, label=label)
+    if method != "adamw":  # adamw returns its last iterate: the two lines coincide
+        # often evaluated at the end only: a marker shows that single point
+        last = [(e["step"] * tokens, e["vanilla_val_loss"]) for e in evals if e["vanilla_val_loss"] is not None]
+        panels["val_loss"].plot(*zip(*last), color=color, lw=1.2, ls="--", marker="x", ms=5)
+    for key in list(titles)[1:]:
+        steps = [s for s in result["step_logs"] if s.get(key) is not None]
+        panels[key].plot([s["step"] * tokens for s in steps], [s[key] for s in steps], color=color, lw=width,
+                         label=label)
+
+
 def plot_curves(runs, path):
-    """Draw [(label, result)] into the PNG path, one line per run: the validation loss of the
+    """Draw [(label, result)] into the PNG path, one line per run and one colour per setting
+    (its seeds share it): the validation loss of the
     returned model (solid) and of the last iterate (dashed) against tokens seen, the training
     loss, and a panel per telemetry key that step_logs hold. Returns the keys of the panels
     drawn, or None when matplotlib is missing."""
@@ -742,28 +769,23 @@ def plot_curves(runs, path):
     titles = {"val_loss": "validation loss", "loss": "training loss"}
     titles.update({k: f"{title} ({k})" for k, title in TELEMETRY.items()
                    if any(k in s for _, r in runs for s in r["step_logs"])})
-    methods = [r["config"].get("optimizer") for _, r in runs]
+    settings = seed_groups(runs)
+    methods = [group[0][1]["config"].get("optimizer") for group in settings]
     by_method = len(set(methods)) == len(methods) and all(m in METHOD_COLORS for m in methods)
     columns = min(len(titles), 4)
     rows = -(-len(titles) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.4 * rows), squeeze=False)
     panels = dict(zip(titles, axes.flat))
-    for i, ((label, result), method) in enumerate(zip(runs, methods)):
+    for i, (group, method) in enumerate(zip(settings, methods)):
         color = METHOD_COLORS[method] if by_method else f"C{i % 10}"
-        tokens = result["config"]["total_batch_size"]  # per step
-        evals = result["eval_logs"]
-        x = [e["step"] * tokens for e in evals]
-        panels["val_loss"].plot(x, [e["val_loss"] for e in evals], color=color, lw=2, marker="o", ms=3, label=label)
-        if method != "adamw":  # adamw returns its last iterate: the two lines coincide
-            # often evaluated at the end only: a marker shows that single point
-            last = [(e["step"] * tokens, e["vanilla_val_loss"]) for e in evals if e["vanilla_val_loss"] is not None]
-            panels["val_loss"].plot(*zip(*last), color=color, lw=1.2, ls="--", marker="x", ms=5)
-        # earlier runs a little wider: a run that trains exactly like another (ema like adamw) shows beneath it
-        width = 1.2 * 1.6 ** min(len(runs) - 1 - i, 2)
-        for key in list(titles)[1:]:
-            steps = [s for s in result["step_logs"] if s.get(key) is not None]
-            panels[key].plot([s["step"] * tokens for s in steps], [s[key] for s in steps], color=color, lw=width,
-                             label=label)
+        # earlier settings a little wider: one that trains exactly like another (ema like adamw) shows beneath it
+        width = 1.2 * 1.6 ** min(len(settings) - 1 - i, 2)
+        for j, (label, result) in enumerate(group):
+            if j > 0:
+                label = "_nolegend_"
+            elif len(group) > 1:
+                label = f"{re.sub(r'_seed[^_]*$', '', label)} (seeds {', '.join(str(r['config']['seed']) for _, r in group)})"
+            plot_run(panels, titles, result, method, color, width, label)
     for key, ax in panels.items():
         ax.set_title(titles[key], fontsize=10)
         ax.set_xlabel("tokens seen")

@@ -67,3 +67,26 @@ def test_curves_show_a_run_that_trains_exactly_like_another(tiny_run, tmp_path, 
     assert sweep.main(["curves", *(str(tmp_path / m) for m in ("adamw", "ema", "pace")), "--out", str(png)]) == 0
     # two panels, validation and training loss (right); without the line beneath, the legend's gray sample: 170 pixels
     assert pixels_of(png, "tab:gray")[1] > 230  # 301 with it
+
+
+def test_curves_give_the_seeds_of_a_setting_one_colour(tiny_run, tmp_path, capsys):
+    # two settings of pace (c 0.15 and 0.5), three seeds each: two colours, C0 and C1, not six
+    result = json.loads((tiny_run / "result.json").read_text())
+    folders = []
+    for c in (0.15, 0.5):
+        for seed in (1, 2, 3):
+            r = json.loads(json.dumps(result))
+            r["config"].update(optimizer="pace", lambda_pullback=c, seed=seed)
+            for log in r["eval_logs"] + r["step_logs"]:  # apart, so that neither hides the other
+                for key in ("val_loss", "loss"):
+                    if log.get(key) is not None:
+                        log[key] += c + seed / 10
+            folder = tmp_path / f"pace_c{c}_seed{seed}"
+            folder.mkdir()
+            (folder / "result.json").write_text(json.dumps(r))
+            folders.append(str(folder))
+    png = tmp_path / "curves.png"
+    assert sweep.main(["curves", *folders, "--out", str(png)]) == 0
+    assert min(pixels_of(png, "tab:blue")) > 30 and min(pixels_of(png, "tab:orange")) > 30
+    for color in ("tab:green", "tab:red", "tab:purple", "tab:brown"):  # C2 to C5: a colour per run
+        assert sum(pixels_of(png, color)) == 0, color
