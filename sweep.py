@@ -735,7 +735,7 @@ def seed_groups(runs):
     groups = {}
     for label, result in runs:
         setting = {k: v for k, v in result["config"].items() if k not in ("seed", "out_dir")}
-        groups.setdefault(json.dumps(setting, sort_keys=True, default=str), []).append((label, result))
+        groups.setdefault(json.dumps(setting, sort_keys=True), []).append((label, result))
     return list(groups.values())
 
 
