@@ -756,11 +756,10 @@ def plot_run(panels, titles, result, method, color, width, label):
 
 
 def plot_curves(runs, path):
-    """Draw [(label, result)] into the PNG path, one line per run and one colour per setting
-    (its seeds share it): the validation loss of the
-    returned model (solid) and of the last iterate (dashed) against tokens seen, the training
-    loss, and a panel per telemetry key that step_logs hold. Returns the keys of the panels
-    drawn, or None when matplotlib is missing."""
+    """Draw [(label, result)] into the PNG path, one line per run, a colour per setting (its
+    seeds share it): the validation loss of the returned model (solid) and of the last iterate
+    (dashed) against tokens seen, the training loss, and a panel per telemetry key that
+    step_logs hold. Returns the keys of the panels drawn, or None when matplotlib is missing."""
     plt = pyplot()
     if plt is None:
         return None
@@ -784,7 +783,8 @@ def plot_curves(runs, path):
             if j > 0:
                 label = "_nolegend_"
             elif len(group) > 1:
-                label = f"{re.sub(r'_seed[^_]*$', '', label)} (seeds {', '.join(str(r['config']['seed']) for _, r in group)})"
+                seeds = ", ".join(str(r["config"]["seed"]) for _, r in group)
+                label = f"{re.sub(r'_seed[^_]*$', '', label)} (seeds {seeds})"
             plot_run(panels, titles, result, method, color, width, label)
     for key, ax in panels.items():
         ax.set_title(titles[key], fontsize=10)

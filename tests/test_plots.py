@@ -69,7 +69,7 @@ def test_curves_show_a_run_that_trains_exactly_like_another(tiny_run, tmp_path, 
     assert pixels_of(png, "tab:gray")[1] > 230  # 301 with it
 
 
-def test_curves_give_the_seeds_of_a_setting_one_colour(tiny_run, tmp_path, capsys):
+def test_curves_give_the_seeds_of_a_setting_one_colour(tiny_run, tmp_path):
     # two settings of pace (c 0.15 and 0.5), three seeds each: two colours, C0 and C1, not six
     result = json.loads((tiny_run / "result.json").read_text())
     folders = []
