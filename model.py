@@ -14,14 +14,13 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 
-# Tokens per chunk of the fused output layer + loss, chosen by measurement on this repository's
-# 2-core CPU (quiet, 2 threads, 2026-11-30): configs/cpu.py's 4,096 tokens, forward+backward of the
-# loss alone, the chunk sizes interleaved in one process, each with its kept LogitsBuffer, minimum
-# of 3 rounds, two runs: 256 tokens 1.13-1.16 s, 512 1.06, 1,024 1.03-1.04, 2,048 0.99-1.01,
-# 4,096 1.00-1.01 s; a whole training step 1,199 ms with 2,048 against 1,237 ms with 1,024.
-# 2,048 keeps a chunk's float32 logits at 0.4 GB. Recomputing the logits in backward instead of
-# computing the gradients in forward took 1.56x as long (measured under load with an earlier version).
-LOSS_CHUNK = 2048
+# Tokens per chunk of the fused output layer + loss, per device type. CPU: measured on this
+# repository's 2-core CPU (docs/measurements.md): a chunk's logits stay in cache-friendly 0.4 GB
+# and larger chunks gained nothing. CUDA: every chunk adds its gradient into the float32
+# vocab x n_embd buffer (a 154 MB read and write for GPT-2), so a 64 x 1,024 micro-batch in
+# chunks of 8,192 tokens makes 8 such passes (~2.5 GB, ~1 ms on an H100) where 2,048 made 32,
+# while a chunk holds ~3.3 GB (float32 logits and probabilities); gpu_check.py times its neighbours.
+LOSS_CHUNK = {"cpu": 2048, "cuda": 8192}
 
 
 class LogitsBuffer:
@@ -49,10 +48,12 @@ def _chunked_cross_entropy(x, weight, targets, chunk_size, with_grads, buffer=No
     loss = torch.zeros((), dtype=x.dtype, device=x.device)
     grad_x, grad_weight = [], torch.zeros_like(weight) if with_grads else None
     autocast = torch.is_autocast_enabled(x.device.type)
+    if autocast:  # the products in autocast's dtype, the weight cast once rather than in every product
+        weight = weight.to(torch.get_autocast_dtype(x.device.type))
     # without autocast every chunk's logits go into the buffer
     chunk_logits = None if autocast else (buffer or LogitsBuffer()).get(min(chunk_size, len(x)), x, weight.size(0))
     for x_c, y_c in zip(x.split(chunk_size), targets.split(chunk_size)):
-        if autocast:  # the product in bf16, the log-sum-exp and softmax in x's precision
+        if autocast:  # the log-sum-exp and softmax in x's precision
             logits = (x_c @ weight.T).to(x.dtype)
         else:
             logits = torch.mm(x_c, weight.T, out=chunk_logits[:len(x_c)])
@@ -91,6 +92,10 @@ class _FusedCrossEntropy(torch.autograd.Function):
         return grad_x * scale, grad_weight * scale, None, None, None
 
 
+# Run eagerly inside a compiled model: dynamo cannot trace an autograd.Function that computes its
+# gradients in forward (torch 2.13 stops at the first step; DDP's graph splitter refuses it on 2.4-2.5),
+# and the loss is three matrix products per chunk, which compiling would not speed up.
+@torch.compiler.disable
 def fused_cross_entropy(x, weight, targets, chunk_size, buffer=None):
     """F.cross_entropy(x @ weight.T, targets), the mean over the N rows of x (N, C), without the
     (N, vocab) logits: memory O(chunk_size * vocab) instead of O(N * vocab). buffer: a LogitsBuffer
@@ -207,8 +212,8 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         if targets is None:
             return self.lm_head(x), None
-        return None, fused_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten(), LOSS_CHUNK,
-                                         self.logits_buffer)
+        return None, fused_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten(),
+                                         LOSS_CHUNK["cpu" if idx.device.type == "cpu" else "cuda"], self.logits_buffer)
 
     def num_params(self, non_embedding=True):
         """Parameter count, the tied embedding counted once. The position embedding is

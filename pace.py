@@ -237,15 +237,40 @@ def _fused_chunk_step(*args):
 def _fused_step(params, grads, exp_avgs, exp_avg_sqs, emas, scalars):
     constants = scalars[:STEP_CONSTANTS]
     with contextlib.ExitStack() as settings:
+        settings.enter_context(torch.no_grad())  # as in step(): grad mode is part of the graph's guards
         for config, values in _fused_settings():
             settings.enter_context(config.patch(**values))
         for tensors in _by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, emas]):
             per_step = _scalars_tensor(scalars[STEP_CONSTANTS:], tensors[0][0].device, _ema_dtype(tensors[0][0]))
             # one tuple per tensor; empty ones (a rank's share of a small FSDP2 parameter) have nothing to step
             vectors = [_as_vectors(ts) for ts in zip(*tensors) if ts[0].numel() > 0]
-            vectors += _padding(vectors[0], -len(vectors) % FUSED_CHUNK) if vectors else []
+            if not vectors:
+                continue
+            _compile_on_large_tensors(vectors[0], constants, per_step)
+            vectors += _padding(vectors[0], -len(vectors) % FUSED_CHUNK)
             for i in range(0, len(vectors), FUSED_CHUNK):
                 _fused_chunk_step(*zip(*vectors[i:i + FUSED_CHUNK]), constants, per_step)
+
+
+# Sizes of the scratch tensors a graph is first compiled with. The sizes are dynamic, but
+# inductor chooses a GPU kernel's block size from the sizes it is compiled with, and the
+# on-disk cache keeps that choice for every later size: compiled on tiny tensors, a kernel
+# would step GPT-2's matrices in blocks of a few elements. From 2**17 on the blocks are the
+# largest inductor uses (on a CPU the size does not matter: cpp.dynamic_threads).
+COMPILE_NUMEL = 2 ** 17
+_COMPILED_ON_LARGE = set()  # the graphs (devices, dtypes, constants) already compiled
+
+
+def _compile_on_large_tensors(like, constants, per_step):
+    """Before the first step of a graph, one step of it on scratch tensors of COMPILE_NUMEL
+    elements with the devices and dtypes of `like`, so that it is compiled on them."""
+    key = (tuple(None if t is None else (t.device, t.dtype) for t in like), constants)
+    if key in _COMPILED_ON_LARGE:
+        return
+    scratch = [tuple(None if t is None else torch.zeros(COMPILE_NUMEL, device=t.device, dtype=t.dtype) for t in like)
+               for _ in range(FUSED_CHUNK)]
+    _fused_chunk_step(*zip(*scratch), constants, per_step)
+    _COMPILED_ON_LARGE.add(key)
 
 
 def _as_vectors(tensors):
@@ -464,7 +489,12 @@ class PACE(Optimizer):
         # torch casts floating-point state to the parameter dtype on load; the EMA
         # must keep its own precision, so it is set aside and restored after.
         emas = {key: s["ema"] for key, s in state_dict["state"].items() if "ema" in s}
+        # How a step is computed (fused, foreach) is this machine's choice, not the saving one's:
+        # fused=True from a machine with a compiler would crash on one without.
+        implementations = [(group["fused"], group["foreach"]) for group in self.param_groups]
         super().load_state_dict(state_dict)
+        for group, (fused, foreach) in zip(self.param_groups, implementations):
+            group["fused"], group["foreach"] = fused, foreach
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         for saved_id, p in zip(saved_ids, params):

@@ -125,7 +125,7 @@ def test_fused_cross_entropy_matches_unfused(dtype, tol):
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.float64, 1e-14)])
 def test_model_loss_and_every_gradient_match_unfused(monkeypatch, dtype, tol):
-    monkeypatch.setattr(model_module, "LOSS_CHUNK", 20)  # 48 tokens: chunks of 20, 20 and 8
+    monkeypatch.setitem(model_module.LOSS_CHUNK, "cpu", 20)  # 48 tokens: chunks of 20, 20 and 8
     model = tiny().to(dtype)
     idx, targets = torch.randint(0, 512, (3, 16)), torch.randint(0, 512, (3, 16))
     expected = unfused_loss(model, idx, targets)
@@ -185,7 +185,7 @@ def test_fused_loss_of_a_very_wrong_prediction_is_finite_and_exact():
 
 
 def test_the_logits_buffer_is_kept_from_call_to_call_and_grown_when_needed(monkeypatch):
-    monkeypatch.setattr(model_module, "LOSS_CHUNK", 20)
+    monkeypatch.setitem(model_module.LOSS_CHUNK, "cpu", 20)
     model = tiny()
 
     def buffer_after_step(shape):

@@ -45,3 +45,19 @@ def test_failed_compile_warns_once_then_steps_like_foreach(fused_fails):
         warnings.simplefilter("error")  # the verdict is remembered: no second warning, no second attempt
         again, _ = train()
     assert all(torch.equal(p, q) for p, q in zip(again, want))
+
+
+def test_a_state_saved_with_fused_true_loads_on_a_machine_without_a_compiler(fused_fails):
+    # saved where the compiled path runs (fused=True is only recorded: the steps here take foreach)
+    params, saved = train(steps=2, foreach=True, fused=False)
+    state = saved.state_dict()
+    for group in state["param_groups"]:
+        group["fused"] = True
+    # loaded where it does not: the loading optimizer's own choice (fused=None) decides, with one warning
+    loaded = PACE(params, lr=1e-2, lambda_pullback=0.3, ema_kappa=0.2, use_ema_eval=True)
+    loaded.load_state_dict(state)
+    assert all(group["fused"] is None for group in loaded.param_groups)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    with pytest.warns(UserWarning, match="no working C\\+\\+ compiler.*using foreach"):
+        loaded.step()

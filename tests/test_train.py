@@ -445,6 +445,27 @@ def test_a_compile_failure_on_one_rank_sends_every_rank_to_foreach(data_dir, tmp
     assert read_result(tmp_path / "out")["summary"]["status"] == "completed"
 
 
+def test_the_optimizer_graph_is_compiled_once_on_large_tensors(data_dir, tmp_path, monkeypatch):
+    """train.py's probe compiles the graph every step reuses, with tensors of GPU-kernel size: inductor
+    sizes a GPU kernel's blocks by the tensors it is compiled with, whatever comes later."""
+    compiled_with = []  # the tensor sizes of each graph dynamo compiles, in order
+
+    def recording_compile(fn, options=None, **kwargs):
+        def backend(graph, example_inputs):
+            compiled_with.append(sorted({t.numel() for t in example_inputs if torch.is_tensor(t) and t.dim() == 1}))
+            return graph.forward  # runs eagerly: what is tested is what the graph was compiled with
+        return real_compile(fn, backend=backend, **kwargs)
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    for name, fresh in (("_compiled_multi_tensor_step", None), ("_FUSED_ERRORS", {}), ("_COMPILED_ON_LARGE", set())):
+        monkeypatch.setattr(pace, name, fresh)  # a new process: nothing compiled or probed yet
+    torch._dynamo.reset()
+    run(data_dir, tmp_path / "out", "--optimizer=pace", "--max_steps=3")
+    # the per-step scalars (5 values), and every tensor slot at COMPILE_NUMEL; no graph after it
+    assert compiled_with == [[5, pace.COMPILE_NUMEL]]
+
+
 def test_ranks_are_grouped_by_what_they_saw():
     assert train.by_rank(["a", None, "b", "a"]) == "ranks 0, 3: a; rank 2: b"
 
