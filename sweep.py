@@ -46,6 +46,13 @@ Examples:
     python sweep.py select runs/study           # best lr per variant; writes runs/study/selection.json
     python sweep.py run ... --lr SELECTED --seed 1,2,3 --evaluate test --out runs/study
     python sweep.py report runs/study           # the selected settings' test loss over the seeds
+    python sweep.py across runs/cos runs/const  # studies of other schedules side by side
+
+select says what to run next: the lr beyond an edge of the grid where the best lr lies on it, and
+seed 1 of the best two lrs where they lie within 0.03 nats of each other (the lower mean over the
+two seeds then decides). report and across give each difference of two settings with both
+standard errors, unpaired and paired over the seeds both have; report gives the losses in bits
+per byte too, and evaluate.py's readouts: blends of EMA and live weights, PACE's last-step gains.
 
     # the GPT-2 124M FineWeb sweep, each run on 8 GPUs (print the commands only)
     python sweep.py run --config 'configs/{method}.py' --lr 6e-4,1.2e-3,2.4e-3 \\
@@ -335,12 +342,14 @@ def run(args, extra):
 def load_results(folder, part=None):
     """-> (complete, incomplete) over every result.json under folder.
 
-    complete: {"method", "variant", "setting", "seed", "loss", "last"} per completed run with a
-    loss: the final validation loss of result.json, or with part ("tuning" or "test") the
+    complete: {"method", "variant", "setting", "seed", "loss", "last", "scores"} per completed run
+    with a loss: the final validation loss of result.json, or with part ("tuning" or "test") the
     returned model's and the last iterate's loss on that half of the validation shard, from
-    the run's eval_PART.json (evaluate.py); incomplete: {"run", "status", "detail", "method"}
-    per other run (running, failed, unparsable, not scored, or completed without a finite
-    loss), to be reported.
+    the run's eval_PART.json (evaluate.py), whose whole record is "scores" (None without part);
+    incomplete: {"run", "status", "detail", "method", "diverged"} per other run (running, failed,
+    unparsable, not scored, or completed without a finite loss), to be reported, with the
+    method, variant, setting and seed of those whose config could be read: a run that diverged
+    (train.py stopped it at a non-finite loss) counts in a choice of lr, as worse than any other.
     """
     paths = sorted(Path(folder).rglob("result.json"))
     if not paths:
@@ -350,11 +359,11 @@ def load_results(folder, part=None):
         run = str(path.parent.relative_to(folder))
         result, problem = read_result(path)
         if result is None:
-            incomplete.append({"run": run, "status": "unparsable", "detail": problem, "method": None})
+            incomplete.append({"run": run, "status": "unparsable", "detail": problem, "method": None, "diverged": False})
             continue
         config, summary = result["config"], result["summary"]
         method, status = config.get("optimizer"), summary.get("status")
-        loss, last, problem = summary.get("final_val_loss"), None, None
+        loss, last, scores, problem = summary.get("final_val_loss"), None, None, None
         if part is not None and status == "completed":
             scores, problem = read_scores(path.parent / f"eval_{part}.json")
             if scores is not None:
@@ -368,17 +377,21 @@ def load_results(folder, part=None):
         elif method is None:
             detail = "config has no 'optimizer'"
         else:
-            complete.append({
-                "method": method,
-                "variant": tuple((k, config.get(k)) for k in method_keys(method)),
-                "setting": {k: v for k, v in config.items() if k not in NOT_SETTING},
-                "seed": config.get("seed"),
-                "loss": float(loss),
-                "last": float(last) if is_number(last) else None,
-            })
+            complete.append({**run_identity(config), "loss": float(loss),
+                             "last": float(last) if is_number(last) else None, "scores": scores})
             continue
-        incomplete.append({"run": run, "status": str(status), "detail": detail, "method": method})
+        # train.py's message when it stops a run at a non-finite loss
+        diverged = status == "failed" and str(summary.get("error", "")).startswith("non-finite")
+        incomplete.append({"run": run, "status": str(status), "detail": detail, **run_identity(config),
+                           "diverged": diverged})
     return complete, incomplete
+
+
+def run_identity(config):
+    """What places a run in a study: its method, its variant, its other settings and its seed."""
+    method = config.get("optimizer")
+    return {"method": method, "variant": tuple((k, config.get(k)) for k in method_keys(method)),
+            "setting": {k: v for k, v in config.items() if k not in NOT_SETTING}, "seed": config.get("seed")}
 
 
 def read_scores(path):
@@ -596,45 +609,98 @@ def by_variant(runs):
     return groups
 
 
+# results/schedules300's tie rule: where the best two lrs of a variant lie within TIE_NATS of each
+# other at the choosing seed, both are run with TIE_SEED too and the lower mean over the two seeds decides
+TIE_NATS = 0.03
+TIE_SEED = 1
+
+
+def loss_at(runs, seed):
+    """The loss of the run of this seed among runs (those of one lr), or None."""
+    return next((r["loss"] for r in runs if r["seed"] == seed), None)
+
+
+def choose_lr(by_lr, seed):
+    """The protocol's choice of lr for one variant ({lr: runs}) -> {"lr", "tuning_loss", "seeds", "tie",
+    "on_edge", "next"}: the lowest loss at seed; where the best two lie within TIE_NATS ("tie": those
+    two lrs), the lower mean over seed and TIE_SEED, once both lrs have a run of TIE_SEED ("next" asks
+    for them until then); a chosen lr on an edge of the lrs run at seed asks for the lr beyond it, with
+    both seeds where the tie rule decided. "next" is None once the choice is final."""
+    loss = {lr: loss_at(runs, seed) for lr, runs in by_lr.items() if loss_at(runs, seed) is not None}
+    ranked = sorted(loss, key=loss.get)
+    chosen, seeds, tie, todo = ranked[0], [seed], None, None
+    if len(ranked) > 1 and loss[ranked[1]] - loss[ranked[0]] <= TIE_NATS:
+        tie = sorted(ranked[:2])
+        missing = [lr for lr in tie if loss_at(by_lr[lr], TIE_SEED) is None]
+        if missing:
+            todo = f"run lr {', '.join(map(fmt, missing))} with seed {TIE_SEED}"
+        else:
+            seeds = [seed, TIE_SEED]
+            chosen = min(tie, key=lambda lr: statistics.fmean(loss_at(by_lr[lr], s) for s in seeds))
+    grid = sorted(loss)
+    beyond = [lr for lr, edge in ((chosen / 2, grid[0]), (chosen * 2, grid[-1])) if chosen == edge]
+    if beyond and todo is None:
+        todo = "run lr " + " and ".join(map(fmt, beyond)) + (f" with seeds {seed} and {TIE_SEED}" if tie else "")
+    return {"lr": chosen, "tuning_loss": statistics.fmean(loss_at(by_lr[chosen], s) for s in seeds), "seeds": seeds,
+            "tie": tie, "on_edge": bool(beyond), "next": todo}
+
+
+def loss_cell(loss, bold=False):
+    """A loss in a table: – for none, "diverged" for a run stopped at a non-finite loss."""
+    if loss is None:
+        return "–"
+    if not math.isfinite(loss):
+        return "diverged"
+    return ("**{:.4f}**" if bold else "{:.4f}").format(loss)
+
+
 def select(args):
-    """Per variant, the lr whose run of seed --seed has the lowest tuning-half loss; a best lr
-    on the edge of the variant's grid says which lr to run next. Writes FOLDER/selection.json."""
+    """Per variant, the lr whose run of seed --seed has the lowest tuning-half loss, with the tie rule and
+    the extension of the grid at its edges (choose_lr). Writes FOLDER/selection.json."""
     complete, incomplete = load_results(args.folder, "tuning")
-    groups = by_variant([r for r in complete if r["seed"] == args.seed])
+    diverged = [{**r, "loss": math.inf} for r in incomplete if r["diverged"]]
+    groups = {name: by_lr for name, by_lr in by_variant(complete + diverged).items()
+              if any(loss_at(runs, args.seed) is not None for runs in by_lr.values())}
     if not groups:
         raise SweepError(f"select: no run of seed {args.seed} under {args.folder} is scored on the tuning half")
-    lrs = sorted({lr for by_lr in groups.values() for lr in by_lr})
-    rows, selection = [], {}
+    lrs = sorted({lr for by_lr in groups.values() for lr, runs in by_lr.items() if loss_at(runs, args.seed) is not None})
+    rows, ties, selection = [], [], {}
     for name, by_lr in groups.items():
-        loss = {lr: runs[0]["loss"] for lr, runs in by_lr.items()}
-        best_lr, grid = min(loss, key=loss.get), sorted(loss)
-        beyond = [lr for lr, edge in ((best_lr / 2, grid[0]), (best_lr * 2, grid[-1])) if best_lr == edge]
-        selection[name] = {"lr": best_lr, "tuning_loss": loss[best_lr], "on_edge": bool(beyond)}
-        cells = [("**{:.4f}**" if lr == best_lr else "{:.4f}").format(loss[lr]) if lr in loss else "–" for lr in lrs]
-        todo = "run lr " + " and ".join(map(fmt, beyond)) if beyond else "selected"
-        rows.append([name, *cells, fmt(best_lr), todo])
-    print(f"Tuning-half loss of the returned model, seed {args.seed}; the lowest of each variant in bold.\n")
-    print(markdown_table(["variant", *(f"lr {fmt(lr)}" for lr in lrs), "best lr", "next"], rows))
-    if incomplete:
-        print(f"\nRuns not in the table ({len(incomplete)}):\n")
-        print(markdown_table(["run", "status", "detail"], [[r["run"], r["status"], r["detail"]] for r in incomplete]))
+        chosen = selection[name] = choose_lr(by_lr, args.seed)
+        cells = [loss_cell(loss_at(by_lr.get(lr, []), args.seed), lr == chosen["lr"]) for lr in lrs]
+        rows.append([name, *cells, fmt(chosen["lr"]), chosen["next"] or "selected"])
+        for lr in chosen["tie"] or []:
+            losses = [loss_at(by_lr[lr], s) for s in (args.seed, TIE_SEED)]
+            mean = statistics.fmean(losses) if None not in losses else None
+            ties.append([name, fmt(lr), *map(loss_cell, losses), loss_cell(mean, lr == chosen["lr"])])
+    print(f"Tuning-half loss of the returned model, seed {args.seed}; the selected lr of each variant in bold.\n")
+    print(markdown_table(["variant", *(f"lr {fmt(lr)}" for lr in lrs), "selected lr", "next"], rows))
+    if ties:
+        print(f"\nTies: the best two lrs within {TIE_NATS} nats at seed {args.seed}; the lower mean over seeds "
+              f"{args.seed} and {TIE_SEED} decides.\n")
+        print(markdown_table(["variant", "lr", f"seed {args.seed}", f"seed {TIE_SEED}", "mean"], ties))
+    others = [r for r in incomplete if not r["diverged"]]
+    if others:
+        print(f"\nRuns not in the table ({len(others)}):\n")
+        print(markdown_table(["run", "status", "detail"], [[r["run"], r["status"], r["detail"]] for r in others]))
     from train import save_atomically  # train imports torch, which nothing else here needs
     path = Path(args.folder) / "selection.json"
-    save_atomically(str(path), lambda f: f.write(json.dumps({"seed": args.seed, "variants": selection}, indent=1).encode()))
-    edges = [name for name, chosen in selection.items() if chosen["on_edge"]]
-    print(f"\n{path}: " + (f"{len(edges)} variant(s) with the best lr on an edge of the grid: extend it"
-                            if edges else "every best lr lies inside its grid"))
+    record = {"seed": args.seed, "tie_seed": TIE_SEED, "tie_nats": TIE_NATS, "variants": selection}
+    save_atomically(str(path), lambda f: f.write(json.dumps(record, indent=1).encode()))
+    pending = [name for name, chosen in selection.items() if chosen["next"]]
+    print(f"\n{path}: " + (f"{len(pending)} variant(s) not final: run what 'next' says, score it on the tuning "
+                            "half and select again" if pending else "every variant's lr is final"))
     plot_path = Path(args.folder) / "tuning_vs_lr.png"
-    if plot_selection(groups, selection, plot_path):
+    if plot_selection(groups, selection, args.seed, plot_path):
         print(f"plot: {plot_path}")
     else:
         print("matplotlib is not installed: no plot (pip install matplotlib); the table above is complete")
     return 0
 
 
-def plot_selection(groups, selection, path):
-    """Tuning-half loss against lr, one line per variant, its selected lr starred. False
-    when matplotlib is missing."""
+def plot_selection(groups, selection, seed, path):
+    """Tuning-half loss at seed against lr, one line per variant (diverged runs left out), its selected
+    lr starred. False when matplotlib is missing."""
     plt = pyplot()
     if plt is None:
         return False
@@ -642,14 +708,16 @@ def plot_selection(groups, selection, path):
     for i, (name, by_lr) in enumerate(groups.items()):
         method = name.split()[0]
         same_method = [n for n in groups if n.split()[0] == method]
-        points = sorted((lr, runs[0]["loss"]) for lr, runs in by_lr.items())
-        ax.plot(*zip(*points), marker="o", ms=4, lw=1.5, color=METHOD_COLORS.get(method, f"C{i % 10}"),
+        points = dict(sorted((lr, loss_at(runs, seed)) for lr, runs in by_lr.items()
+                             if loss_at(runs, seed) is not None and math.isfinite(loss_at(runs, seed))))
+        color = METHOD_COLORS.get(method, f"C{i % 10}")
+        ax.plot(list(points), list(points.values()), marker="o", ms=4, lw=1.5, color=color,
                 ls=("-", "--", ":", "-.")[same_method.index(name) % 4], label=name)
-        chosen = selection[name]
-        ax.plot(chosen["lr"], chosen["tuning_loss"], marker="*", ms=12, color=METHOD_COLORS.get(method, f"C{i % 10}"))
+        if selection[name]["lr"] in points:
+            ax.plot(selection[name]["lr"], points[selection[name]["lr"]], marker="*", ms=12, color=color)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
-    ax.set_ylabel("tuning-half loss (returned model)")
+    ax.set_ylabel(f"tuning-half loss (returned model), seed {seed}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
@@ -666,38 +734,89 @@ def with_error(mean, std, n, other):
     return f"{mean - om:+.4f} ± {math.sqrt(std ** 2 / n + os_ ** 2 / on):.4f}"
 
 
-def report(args):
-    """The selected variants' test-half losses over seeds, and each against the baselines."""
-    path = Path(args.folder) / "selection.json"
+def paired_with_error(diffs):
+    """The mean of per-seed differences ± its standard error std / √n (paired): two runs of one seed
+    share their initialization and data order, so what the seed does to both cancels."""
+    mean, std, n = mean_std(diffs)
+    return f"{mean:+.4f}" if std is None else f"{mean:+.4f} ± {std / math.sqrt(n):.4f}"
+
+
+def difference(by_seed, other):
+    """The cell of a difference of two settings' losses ({seed: loss} each): the difference of their
+    means ± the unpaired standard error, the paired difference over the seeds both have, and on how
+    many of those the first is lower."""
+    unpaired = with_error(*mean_std(list(by_seed.values())), mean_std(list(other.values())))
+    seeds = sorted(by_seed.keys() & other.keys())
+    if not seeds:
+        return f"{unpaired}; no seed in common"
+    diffs = [by_seed[s] - other[s] for s in seeds]
+    return f"{unpaired}; paired {paired_with_error(diffs)} (lower on {sum(d < 0 for d in diffs)} of {len(seeds)} seeds)"
+
+
+def bits_per_byte(loss, scores):
+    """A loss in nats per token of an eval file's half in bits per byte of its text, loss * tokens /
+    (bytes * ln 2); None when the file has no "bytes" (evaluate.py --bytes_only adds them)."""
+    if not is_number(scores.get("bytes")):
+        return None
+    return loss * scores["tokens"] / (scores["bytes"] * math.log(2))
+
+
+def bpb_cell(runs, key):
+    """mean ± std of the runs' losses under key ("loss" or "last") in bits per byte; – when an eval file lacks bytes."""
+    values = [bits_per_byte(r[key], r["scores"]) for r in runs]
+    return "–" if None in values else fmt_loss(*mean_std(values))
+
+
+def load_selection(folder, command):
+    """FOLDER/selection.json, which sweep.py select writes."""
+    path = Path(folder) / "selection.json"
     try:
-        selection = json.loads(path.read_text())["variants"]
+        selection = json.loads(path.read_text())
+        dict(selection["variants"])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SweepError(f"report: {path}: no selection to report on ({type(e).__name__}): run sweep.py select first")
-    complete, incomplete = load_results(args.folder, "test")
+        raise SweepError(f"{command}: {path}: no selection to report on ({type(e).__name__}): run sweep.py select first")
+    return selection
+
+
+def selected_runs(folder, selection, part):
+    """-> ({variant: the runs of its selected lr scored on part}, the runs not scored or not complete)."""
+    complete, incomplete = load_results(folder, part)
     groups = by_variant(complete)
-    stats, rows = {}, []
-    for name, chosen in selection.items():
-        runs = groups.get(name, {}).get(chosen["lr"], [])
-        if runs:
-            stats[name] = (mean_std([r["loss"] for r in runs]), mean_std([r["last"] for r in runs]),
-                           {r["seed"]: r["loss"] for r in runs})
-    baselines = [name for name in stats if name.split()[0] in ("adamw", "ema")]
-    for name, (returned, last, by_seed) in stats.items():
-        row = [name, fmt(selection[name]["lr"]), ", ".join(map(str, sorted(by_seed))), fmt_loss(*returned),
-               fmt_loss(*last)]
-        for base in baselines:
-            seeds = sorted(by_seed.keys() & stats[base][2].keys())
-            wins = sum(by_seed[s] < stats[base][2][s] for s in seeds)
-            row.append("–" if base == name else f"{with_error(*returned, stats[base][0])} (lower on {wins} of {len(seeds)} seeds)")
-        rows.append(row)
-    print("Test-half loss of the selected settings, mean ± std over seeds (n runs); lower is better. "
-          "Δ = the row's mean − the baseline's ± the standard error of the difference.\n")
-    print(markdown_table(["variant", "lr", "seeds", "returned model", "last iterate",
-                          *(f"Δ vs {base}" for base in baselines)], rows))
-    edges = [name for name, chosen in selection.items() if chosen.get("on_edge")]
-    if edges:
-        print(f"\nNot final: the selected lr of {', '.join(edges)} lies on an edge of its grid (sweep.py select)")
-    unreported = [name for name in selection if name not in stats]
+    return {name: groups.get(name, {}).get(chosen["lr"], []) for name, chosen in selection["variants"].items()}, incomplete
+
+
+def not_final(chosen):
+    """Whether a selection still asks for runs (selection.json of before the tie rule: on_edge alone)."""
+    return bool(chosen.get("next") or chosen.get("on_edge"))
+
+
+def report(args):
+    """The selected variants' test-half losses over seeds (in nats per token and bits per byte), each
+    against the baselines, and the readouts beside them: the blend of EMA and live weights chosen on the
+    tuning half, and PACE's last-step gains."""
+    selection = load_selection(args.folder, "report")
+    tested, incomplete = selected_runs(args.folder, selection, "test")
+    by_seed = {name: {r["seed"]: r["loss"] for r in runs} for name, runs in tested.items() if runs}
+    baselines = [name for name in by_seed if name.split()[0] in ("adamw", "ema")]
+    rows = []
+    for name, losses in by_seed.items():
+        runs = tested[name]
+        row = [name, fmt(selection["variants"][name]["lr"]), ", ".join(map(str, sorted(losses))),
+               fmt_loss(*mean_std([r["loss"] for r in runs])), fmt_loss(*mean_std([r["last"] for r in runs])),
+               bpb_cell(runs, "loss"), bpb_cell(runs, "last")]
+        rows.append(row + ["–" if base == name else difference(losses, by_seed[base]) for base in baselines])
+    print("Test-half loss of the selected settings, mean ± std over seeds (n runs); lower is better. Bits per byte: "
+          "the same losses over the half's UTF-8 bytes. Δ = the row's mean − the baseline's ± the standard error "
+          "of the difference; paired: the mean of the per-seed differences over the seeds both have ± its "
+          "standard error; lower on: the seeds where the row is lower.\n")
+    print(markdown_table(["variant", "lr", "seeds", "returned model", "last iterate", "returned, bits/byte",
+                          "last iterate, bits/byte", *(f"Δ vs {base}" for base in baselines)], rows))
+    print_blends(args.folder, selection, tested)
+    print_gains(tested)
+    pending = [name for name, chosen in selection["variants"].items() if not_final(chosen)]
+    if pending:
+        print(f"\nNot final: the selection of {', '.join(pending)} asks for more runs (sweep.py select)")
+    unreported = [name for name in selection["variants"] if name not in by_seed]
     if unreported:
         print(f"\nSelected but not yet scored on the test half: {', '.join(unreported)}")
     others = [r for r in incomplete if "not scored" not in r["detail"]]
@@ -705,6 +824,161 @@ def report(args):
         print(f"\nRuns not in the table ({len(others)}):\n")
         print(markdown_table(["run", "status", "detail"], [[r["run"], r["status"], r["detail"]] for r in others]))
     return 0
+
+
+def blends_of(runs):
+    """-> {alpha: [loss of each run]} of runs' eval files, None when one of them has no blends."""
+    if not runs or any("blends" not in r["scores"] for r in runs):
+        return None
+    alphas = sorted({a for r in runs for a in r["scores"]["blends"]}, key=float)
+    return {a: [r["scores"]["blends"].get(a) for r in runs] for a in alphas}
+
+
+def print_blends(folder, selection, tested):
+    """Per ema and pace variant: the tuning-half loss of each blend alpha * EMA + (1 − alpha) * live
+    weights (mean over the selected setting's runs of the choosing seeds), the alpha of the lowest, and
+    the test-half loss at that alpha beside the returned model's (alpha = 1)."""
+    tuning, _ = selected_runs(folder, selection, "tuning")
+    seeds = (selection["seed"], TIE_SEED)
+    rows, missing = [], []
+    for name, runs in tuning.items():
+        if name.split()[0] not in ("ema", "pace"):
+            continue
+        blends = blends_of([r for r in runs if r["seed"] in seeds])
+        if blends is None or None in sum(blends.values(), []):
+            missing.append(name)
+            continue
+        means = {a: statistics.fmean(losses) for a, losses in blends.items()}
+        alphas, best = list(means), min(means, key=means.get)  # evaluate.py writes every alpha into every file
+        test = {r["seed"]: r["scores"].get("blends", {}).get(best) for r in tested[name]}
+        at_best = "–" if not test or None in test.values() else fmt_loss(*mean_std(list(test.values())))
+        returned = {r["seed"]: r["loss"] for r in tested[name]}
+        rows.append([name, ", ".join(map(str, sorted(r["seed"] for r in runs if r["seed"] in seeds))),
+                     *(loss_cell(means[a], a == best) for a in means), best, at_best,
+                     fmt_loss(*mean_std(list(returned.values()))) if returned else "–",
+                     "–" if at_best == "–" else difference(test, returned)])
+    if rows:
+        print("\nBlends α·EMA + (1 − α)·live weights: the tuning-half loss of each α (mean over the selected "
+              "setting's runs of the seeds shown), the best α on it, and the test-half loss at that α beside the "
+              "returned model's (α = 1); Δ as above.\n")
+        print(markdown_table(["variant", "tuning seeds", *(f"α={a}" for a in alphas), "best α", "test, best α",
+                              "test, returned model", "Δ best α − returned"], rows))
+    if missing:
+        print(f"\nNo tuning-half blends for {', '.join(missing)} (seeds {', '.join(map(str, seeds))} of the selected "
+              "lr): no α chosen; evaluate.py scores blends from a run's ckpt.pt")
+
+
+def print_gains(tested):
+    """Per pace variant: its pullback gains at the last step, per parameter group (evaluate.py's
+    last_step_gains), the mean over its test runs of each group's mean gain and clamped share."""
+    rows, missing = [], []
+    for name, runs in tested.items():
+        if name.split()[0] != "pace" or not runs:
+            continue
+        gains = [r["scores"].get("last_step_gains") for r in runs]
+        if None in gains:
+            missing.append(name)
+            continue
+        groups = [g for g in gains[0] if g != "step"]
+        rows.append([name, ", ".join(map(str, sorted(r["seed"] for r in runs)))] + [
+            "{:.3f}, {:.1%} clamped".format(statistics.fmean(g[group]["mean_gain"] for g in gains),
+                                           statistics.fmean(g[group]["clamped_share"] for g in gains))
+            for group in groups])
+    if rows:
+        print("\nPACE's pullback gains at the last step, recomputed from the checkpoint: mean gain and share "
+              "clamped to 1 per parameter group, mean over the test runs.\n")
+        print(markdown_table(["variant", "seeds", *groups], rows))
+    if missing:
+        print(f"\nNo last-step gains in the test-half eval files of {', '.join(missing)}")
+
+
+def folder_schedule(folder):
+    """The lr schedule every run under folder was trained with (its config's "schedule")."""
+    complete, incomplete = load_results(folder)
+    schedules = {str(r["setting"].get("schedule")) for r in complete + incomplete if "setting" in r}
+    if len(schedules) != 1:
+        raise SweepError(f"across: the runs under {folder} have the schedules {', '.join(sorted(schedules)) or 'none'}: "
+                         "one per folder")
+    return schedules.pop()
+
+
+def across(args):
+    """The selected settings of several studies that differ in their schedule, one column each: the test-half
+    loss of each variant that every study selected, and each against the first study's adamw."""
+    studies = []
+    for folder in args.folders:
+        selection = load_selection(folder, "across")
+        studies.append((folder, folder_schedule(folder), selection, selected_runs(folder, selection, "test")[0]))
+    names = [name for name in studies[0][2]["variants"] if all(name in s[2]["variants"] for s in studies)]
+    left_out = sorted({name for s in studies for name in s[2]["variants"]} - set(names))
+    columns = [f"{schedule} ({folder})" for folder, schedule, _, _ in studies]
+    rows = []
+    for name in names:
+        cells = []
+        for _, _, selection, tested in studies:
+            chosen = selection["variants"][name]
+            cell = fmt_loss(*mean_std([r["loss"] for r in tested[name]])) if tested[name] else "not scored on the test half"
+            cells.append(f"{cell}, lr {fmt(chosen['lr'])}" + (" (not final)" if not_final(chosen) else ""))
+        rows.append([name, *cells])
+    print("Test-half loss of each variant's selected setting, mean ± std over seeds (n runs), and its lr.\n")
+    print(markdown_table(["variant", *columns], rows))
+    if left_out:
+        print(f"\nNot selected in every folder, left out: {', '.join(left_out)}")
+    reference = {r["seed"]: r["loss"] for r in studies[0][3].get("adamw", [])}
+    if len(studies) > 1 and reference:
+        print(f"\nΔ = the cell's mean − adamw's under {columns[0]} ± the unpaired standard error; paired: the mean "
+              "of the per-seed differences over the seeds both have ± its standard error; lower on: the seeds "
+              "where the cell is lower.\n")
+        print(markdown_table(["variant", *(f"Δ vs adamw, {columns[0]}: {c}" for c in columns[1:])], [
+            [name, *(difference({r["seed"]: r["loss"] for r in tested[name]}, reference) if tested[name] else "–"
+                     for _, _, _, tested in studies[1:])] for name in names]))
+    elif len(studies) > 1:
+        print(f"\nNo differences: {studies[0][0]} has no adamw run of its selected lr scored on the test half")
+    path = args.plot or os.path.join(os.path.commonpath([os.path.abspath(f) for f in args.folders]), "test_vs_alpha.png")
+    schedules = [schedule for _, schedule, _, _ in studies]
+    titles = schedules if len(set(schedules)) == len(schedules) else columns
+    drawn = plot_alpha([(title, tested) for title, (_, _, _, tested) in zip(titles, studies)], names, path)
+    if drawn is None:
+        print("\nmatplotlib is not installed: no plot (pip install matplotlib); the tables above are complete")
+    elif drawn:
+        print(f"\nplot: {os.path.relpath(path)}")
+    else:
+        print("\nNo test-half blends in these folders: no plot of the loss against α")
+    return 0
+
+
+def plot_alpha(panels, names, path):
+    """The test-half loss against alpha (the EMA's weight in the blend) per ema and pace variant, mean ±
+    std over seeds, one panel per study whose runs have blends, adamw's returned model as a dotted line.
+    -> the panels drawn (0: none had blends), None when matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    lines = [(title, {name: blends_of(tested[name]) for name in names if name.split()[0] in ("ema", "pace")}, tested)
+             for title, tested in panels]
+    lines = [(title, {n: b for n, b in blends.items() if b is not None}, tested) for title, blends, tested in lines]
+    lines = [line for line in lines if line[1]]
+    if not lines:
+        return 0
+    fig, axes = plt.subplots(1, len(lines), figsize=(4.2 * len(lines), 3.4), squeeze=False, sharey=True)
+    for ax, (title, blends, tested) in zip(axes[0], lines):
+        for i, (name, losses) in enumerate(blends.items()):
+            points = [(float(a), mean_std([x for x in xs if x is not None])) for a, xs in losses.items()]
+            ax.errorbar([a for a, _ in points], [s[0] for _, s in points], yerr=[s[1] or 0.0 for _, s in points],
+                        marker="o", ms=4, capsize=3, lw=1.5, color=METHOD_COLORS[name.split()[0]],
+                        ls=("-", "--", ":")[i % 3], label=name)
+        if tested.get("adamw"):
+            ax.axhline(statistics.fmean(r["loss"] for r in tested["adamw"]), color=METHOD_COLORS["adamw"], ls=":",
+                       label="adamw")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("α (the EMA's weight)")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("test-half loss")
+    axes[0][0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return len(lines)
 
 
 # -----------------------------------------------------------------------------
@@ -845,6 +1119,12 @@ def main(argv=None):
     e.add_argument("--seed", type=int, default=1337, help="the seed of the runs that choose (default %(default)s)")
     t = sub.add_parser("report", allow_abbrev=False, help="the selected settings' test-half loss over seeds")
     t.add_argument("folder")
+    a = sub.add_parser("across", allow_abbrev=False,
+                       help="the selected settings of studies of different schedules, a column each")
+    a.add_argument("folders", nargs="+", metavar="FOLDER", help="a study's folder (select and report); the first "
+                   "one's adamw is the reference of the differences")
+    a.add_argument("--plot", help="PNG of the test loss against α (default: test_vs_alpha.png in the folder the "
+                   "studies share)")
     c = sub.add_parser("curves", allow_abbrev=False, help="plot the training curves of runs into a PNG")
     c.add_argument("runs", nargs="+", metavar="RUN", help="a run's folder or its result.json")
     c.add_argument("--out", help="PNG to write (default: curves.png in the folder the runs share)")
@@ -854,10 +1134,10 @@ def main(argv=None):
             if extra:
                 raise SweepError(f"curves: unrecognized arguments {' '.join(extra)}")
             return curves(args)
-        if args.command in ("summarize", "select", "report"):
+        if args.command in ("summarize", "select", "report", "across"):
             if extra:
                 raise SweepError(f"{args.command}: unrecognized arguments {' '.join(extra)}")
-            return {"summarize": summarize, "select": select, "report": report}[args.command](args)
+            return {"summarize": summarize, "select": select, "report": report, "across": across}[args.command](args)
         if args.nproc_per_node < 0:
             raise SweepError("--nproc_per_node must be >= 0")
         return run(args, extra)
