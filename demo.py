@@ -18,7 +18,7 @@ import os
 import sys
 
 import prepare_fineweb
-import sweep
+from studies import plots, sweep
 
 METHODS = ("adamw", "ema", "pace")
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -59,19 +59,18 @@ def main(argv=None):
     parser.add_argument("--data_dir", default="data/demo", help="where the shards go (default: %(default)s)")
     parser.add_argument("--max_tokens", type=int, default=2_000_000, help="tokens to prepare (default: %(default)s)")
     parser.add_argument("--out_dir", default="out/demo", help="one run folder per method (default: %(default)s)")
-    args, train_settings = parser.parse_known_args(argv)  # sweep.py checks and passes these on
+    args, train_settings = parser.parse_known_args(argv)  # studies/sweep.py checks and passes these on
 
     prepare(args.data_dir, args.data_files, args.max_tokens)
-    # one run per method: sweep.py skips completed runs and resumes interrupted ones
-    status = sweep.main(["run", "--method", ",".join(METHODS), "--config", os.path.join(CONFIGS, "cpu.py"),
+    # one run per method: the sweep skips completed runs and resumes interrupted ones
+    status = sweep.main(["--method", ",".join(METHODS), "--config", os.path.join(CONFIGS, "cpu.py"),
                          "--config", os.path.join(CONFIGS, "{method}.py"), "--out", args.out_dir,
                          f"--data_dir={args.data_dir}", *train_settings])
     if status != 0:
         return status
     report(args.out_dir)
     # the picture: validation and training losses against tokens seen (and PACE's telemetry when recorded)
-    sweep.main(["curves", *(os.path.join(args.out_dir, m) for m in METHODS),
-                "--out", os.path.join(args.out_dir, "curves.png")])
+    plots.main([*(os.path.join(args.out_dir, m) for m in METHODS), "--out", os.path.join(args.out_dir, "curves.png")])
     return 0
 
 

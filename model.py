@@ -7,12 +7,13 @@ that shares its weights with the token embedding.
 """
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from torch.nn import functional as F
-
 
 # Tokens per chunk of the fused output layer + loss, per device type. CPU: measured on this
 # repository's 2-core CPU (docs/measurements.md): a chunk's logits stay in cache-friendly 0.4 GB
@@ -256,3 +257,25 @@ class GPT(nn.Module):
             idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
             idx = torch.cat((idx, idx_next), dim=1)
         return idx
+
+
+@torch.no_grad()
+def mean_loss(model, tokens, batch_size, block_size, world_size=1, autocast=nullcontext()):
+    """The mean loss per token over the whole sequences of block_size tokens in `tokens` (on the
+    model's device), batch_size sequences at a time; with world_size > 1, over every process's
+    tokens (an all-reduce). The sums stay on the device until the one read-back at the end."""
+    model.eval()
+    n_seq = (len(tokens) - 1) // block_size
+    total = torch.tensor([0.0, n_seq * block_size], dtype=torch.float64, device=tokens.device)  # loss summed over tokens, token count
+    for i in range(0, n_seq, batch_size):
+        j = min(i + batch_size, n_seq)
+        x = tokens[i * block_size:j * block_size].view(-1, block_size)
+        y = tokens[i * block_size + 1:j * block_size + 1].view(-1, block_size)
+        with autocast:
+            _, loss = model(x, y)
+        total[0] += loss.double() * y.numel()
+    if world_size > 1:
+        dist.all_reduce(total)
+    model.train()
+    loss_sum, count = total.tolist()
+    return loss_sum / count

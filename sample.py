@@ -11,52 +11,13 @@ by a line of dashes; the same --seed gives the same text.
 """
 
 import argparse
-import os
 import sys
-from contextlib import nullcontext
 
 import torch
 
-import train
-from model import GPT, GPTConfig
+from checkpoint import MODELS, autocast, get_device, load_model
 from prepare_fineweb import first_line, load_tokenizer
-
-MODELS = ("returned", "last")
-
-
-def load_model(out_dir, which="returned"):
-    """The model of the run in out_dir (from its ckpt.pt) on the CPU, in eval mode, and the
-    run's Settings. which="returned": what the method returns (the EMA for ema and pace, the
-    iterate for adamw); which="last": the last iterate."""
-    path = os.path.join(out_dir, "ckpt.pt")
-    ckpt = train.load_checkpoint(path)
-    cfg = train.load_settings([f"--{key}={value!r}" for key, value in ckpt["config"].items()])
-    model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
-                          n_head=cfg.n_head, n_embd=cfg.n_embd))
-    try:
-        model.load_state_dict(ckpt["model"])
-        if which == "returned":
-            # the optimizer holds the EMA; for adamw (no EMA) eval() leaves the iterate in place
-            opt = train.make_optimizer(cfg, model)
-            opt.load_state_dict(ckpt["optimizer"])
-            opt.eval()
-    except (RuntimeError, ValueError, KeyError) as e:
-        train.die(f"{path} does not match the config it holds: {first_line(e)}")
-    return model.eval(), cfg
-
-
-def get_device(name):
-    """auto: cuda when there is a GPU, else cpu."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        train.die(f"--device={name} but no CUDA device is available")
-    return name
-
-
-def autocast(device):
-    """bfloat16 on the GPU, as in training; float32 on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
+from settings import die
 
 
 def read_prompt(start):
@@ -68,7 +29,7 @@ def read_prompt(start):
         with open(path, encoding="utf-8") as f:
             return f.read()
     except (OSError, UnicodeDecodeError) as e:
-        train.die(f"--start={start}: cannot read {path}: {first_line(e)}")
+        die(f"--start={start}: cannot read {path}: {first_line(e)}")
 
 
 def main(argv=None):
@@ -93,16 +54,16 @@ def main(argv=None):
     enc = load_tokenizer()
     prompt = enc.encode(read_prompt(args.start), allowed_special={"<|endoftext|>"})
     if not prompt:
-        train.die("--start is empty: the model needs at least one token to continue")
+        die("--start is empty: the model needs at least one token to continue")
     if max(prompt) >= cfg.vocab_size:
-        train.die(f"--start has token {max(prompt)}, outside the model's vocabulary of {cfg.vocab_size}")
+        die(f"--start has token {max(prompt)}, outside the model's vocabulary of {cfg.vocab_size}")
     device = get_device(args.device)
     model.to(device)
     x = torch.tensor(prompt, dtype=torch.long, device=device)[None]
     torch.manual_seed(args.seed)
     torch.cuda.manual_seed(args.seed)
     for _ in range(args.num_samples):
-        with autocast(device):
+        with autocast(cfg, device):
             tokens = model.generate(x, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)[0]
         # the padding rows of the vocabulary (ids >= 50257) are no text; a barely trained model may sample them
         print(enc.decode([t for t in tokens.tolist() if t < enc.n_vocab]))

@@ -5,15 +5,14 @@ import json
 import os
 import shlex
 import sys
-from pathlib import Path
 
 import pytest
-
-import demo
-import sweep
 from test_prepare_fineweb import corpus_texts, write_parquet
 from test_sweep import row
 from test_train import TINY, data_dir  # noqa: F401 (a fixture)
+
+import demo
+from studies import analysis, plots, results, sweep
 
 # a model of 1.6M parameters (most of them GPT-2's vocabulary), 4 steps of 128 tokens
 DEMO_SETTINGS = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",
@@ -78,7 +77,7 @@ def test_sweep_commands_run_the_real_train_py(data_dir, tmp_path, capfd):
     settings = [a for a in TINY if not a.startswith("--lr=")] + ["--max_steps=3", "--eval_interval=3", "--betas=(0.8,0.9)"]
     grid = ["--method", "ema,pace", "--lr", "0.005", "--c", "0.3", "--kappa", "None", "--schedule", "wsd",
             "--seed", "3", "--out", str(tmp_path / "runs")]
-    assert sweep.main(["run", *grid, f"--data_dir={data_dir}", *settings]) == 0
+    assert sweep.main([*grid, f"--data_dir={data_dir}", *settings]) == 0
     runs = sorted(p.parent.name for p in (tmp_path / "runs").rglob("result.json"))
     assert runs == ["ema_lr0.005_kNone_wsd_seed3", "pace_lr0.005_c0.3_kNone_wsd_seed3"]
     for name in runs:
@@ -92,8 +91,8 @@ def test_sweep_commands_run_the_real_train_py(data_dir, tmp_path, capfd):
             assert config["lambda_pullback"] == 0.3
     capfd.readouterr()
     # sweep.py recognizes train.py's result.json as the runs it asked for
-    assert sweep.main(["run", *grid, f"--data_dir={data_dir}", *settings, "--dry_run"]) == 0
+    assert sweep.main([*grid, f"--data_dir={data_dir}", *settings, "--dry_run"]) == 0
     assert "2 skip, 0 skip-failed, 0 resume, 0 restart, 0 start" in capfd.readouterr().out
-    assert sweep.main(["summarize", str(tmp_path / "runs"), "--no_plot"]) == 0
+    assert analysis.main(["summarize", str(tmp_path / "runs"), "--no_plot"]) == 0
     cells = row(capfd.readouterr().out, "0.005")
     assert cells[1] == "wsd" and cells[2].endswith("(n=1) [κ=None]") and cells[3].endswith("(n=1) [c=0.3 κ=None]")

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import evaluate
-import sample
+import checkpoint
 from prepare_fineweb import read_shard, write_shard
+from tools import evaluate
 
 # every record counts the bytes of its targets with GPT-2's tokenizer
 pytestmark = pytest.mark.usefixtures("one_thread", "gpt2_encoding")
@@ -33,7 +33,7 @@ def test_each_half_scores_its_own_tokens(tiny_run, part):
     half = tokens[first:first + 1000]
     assert record["first_token"] == first and record["tokens"] == 31 * 32  # whole sequences of 32, targets inside
     for which in ("returned", "last"):
-        model, cfg = sample.load_model(tiny_run, which)
+        model, cfg = checkpoint.load_model(tiny_run, which)
         assert record[which] == pytest.approx(loss_by_hand(model, half, cfg.block_size), rel=1e-5)
     assert record["returned"] != record["last"]  # the EMA, not the iterate
 
@@ -82,10 +82,10 @@ def test_blends_run_from_the_last_iterate_to_the_returned_model(tiny_run):
     assert blends["0"] == record["last"] and blends["1"] == record["returned"]  # the same passes, not new ones
     # the blend by hand: the EMA from the returned model (sample.py, through opt.eval()), the live weights
     # from the last iterate, mixed parameter by parameter and scored through the unfused logits
-    ema, cfg = sample.load_model(tiny_run, "returned")
+    ema, cfg = checkpoint.load_model(tiny_run, "returned")
     tokens = read_shard(str(record["val_file"]))[:1000]
     for alpha in (0.25, 0.5, 0.75):
-        blend = sample.load_model(tiny_run, "last")[0]
+        blend = checkpoint.load_model(tiny_run, "last")[0]
         with torch.no_grad():
             for p, e in zip(blend.parameters(), ema.parameters()):
                 p.copy_(alpha * e + (1 - alpha) * p)
@@ -106,7 +106,7 @@ def test_last_step_gains_are_the_telemetry_of_that_step(tiny_run_with_stats):
     gains = evaluate.score(tiny_run_with_stats, "test", "cpu")["last_step_gains"]
     logged = json.loads((tiny_run_with_stats / "result.json").read_text())["step_logs"][-1]
     assert gains["step"] == logged["step"] == 6 and "lambda_mean" in logged
-    model, cfg = sample.load_model(tiny_run_with_stats, "last")
+    model, cfg = checkpoint.load_model(tiny_run_with_stats, "last")
     # the token embedding is the output layer's weight too, counted once; the other matrices; the vectors
     numel = {"token embedding": cfg.vocab_size * cfg.n_embd,
              "other matrices": sum(p.numel() for n, p in model.named_parameters() if p.dim() >= 2 and "wte" not in n),
@@ -138,15 +138,19 @@ def bytes_only_run(folder, shard, block_size, **scores):
 
 
 def test_bytes_only_adds_the_count_to_an_older_eval_file(tmp_path, gpt2_encoding, capsys):
-    text = "Grüße, naïve café 🙂 — def f(x): return x ** 2\n" * 6
-    tokens = gpt2_encoding.encode(text)
+    # documents as prepare_fineweb.py writes them: each after the end-of-text token, which is no text
+    documents = ["Grüße, naïve café 🙂 — def f(x): return x ** 2\n" * 2, "ok", "Zürich\t\t 💡 " * 3] * 2
+    tokens = [t for doc in documents for t in [gpt2_encoding.eot_token] + gpt2_encoding.encode(doc)]
     half = len(tokens) // 2
     n_seq = (len(tokens) - half - 1) // 8
     run = bytes_only_run(tmp_path / "run", tokens, 8, first_token=half, tokens=n_seq * 8)
     before = json.loads((run / "eval_test.json").read_text())
     assert evaluate.main([str(run), "--part", "test", "--bytes_only"]) == 0
     after = json.loads((run / "eval_test.json").read_text())
-    assert after == {**before, "bytes": len(gpt2_encoding.decode_bytes(tokens[half + 1:half + 1 + n_seq * 8]))}
+    targets = tokens[half + 1:half + 1 + n_seq * 8]
+    assert gpt2_encoding.eot_token in targets
+    text = [t for t in targets if t != gpt2_encoding.eot_token]
+    assert after == {**before, "bytes": len(gpt2_encoding.decode_bytes(text))}
     assert f"{after['bytes']:,} bytes" in capsys.readouterr().out
 
 
@@ -170,6 +174,6 @@ def test_a_checkpoint_whose_config_lacks_a_newer_setting_still_scores(tiny_run, 
     # a checkpoint of an older train.py has no key for a setting added since: the default fills it
     old = run_as(tiny_run, tmp_path, stats_interval=None, decay_frac=None)
     assert "stats_interval" not in torch.load(old / "ckpt.pt", weights_only=True)["config"]
-    model, cfg = sample.load_model(old, "returned")
+    model, cfg = checkpoint.load_model(old, "returned")
     assert cfg.stats_interval == 250 and cfg.decay_frac == 0.2
     assert evaluate.score(old, "test", "cpu") == evaluate.score(tiny_run, "test", "cpu")

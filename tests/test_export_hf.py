@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-import export_hf
-import sample
+import checkpoint
 from model import GPT, GPTConfig
+from tools import export_hf
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,8 +66,8 @@ def test_export_loads_offline_with_our_logits(tiny_run, exported, monkeypatch):
     config = json.loads((exported / "config.json").read_text())
     assert (config["vocab_size"], config["n_positions"], config["model_type"]) == (50257, 32, "gpt2")
     hf = AutoModelForCausalLM.from_pretrained(exported)
-    returned, _ = sample.load_model(tiny_run, "returned")
-    last, _ = sample.load_model(tiny_run, "last")
+    returned, _ = checkpoint.load_model(tiny_run, "returned")
+    last, _ = checkpoint.load_model(tiny_run, "last")
     tokens = torch.randint(0, export_hf.GPT2_VOCAB_SIZE, (2, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         theirs = hf(tokens).logits

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import hellaswag
-import sample
+import checkpoint
+from tools import hellaswag
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -70,7 +70,7 @@ def by_hand(model, enc, item, block_size):
 def test_scores_match_a_hand_computation(tiny_run, gpt2_encoding, data_file, capsys):
     hellaswag.main([f"--out_dir={tiny_run}", f"--data_file={data_file}", "--device=cpu"])
     result = json.loads((tiny_run / "hellaswag.json").read_text())
-    model, cfg = sample.load_model(tiny_run, "returned")
+    model, cfg = checkpoint.load_model(tiny_run, "returned")
     assert len(gpt2_encoding.encode(ITEMS[3]["ctx"])) > cfg.block_size
     preds, preds_norm = [], []
     for item in ITEMS:
@@ -94,7 +94,7 @@ def test_scores_match_a_hand_computation(tiny_run, gpt2_encoding, data_file, cap
 def test_limit_and_last_model(tiny_run, gpt2_encoding, data_file):
     hellaswag.main([f"--out_dir={tiny_run}", f"--data_file={data_file}", "--device=cpu", "--limit=2", "--model=last"])
     result = json.loads((tiny_run / "hellaswag.json").read_text())
-    model, cfg = sample.load_model(tiny_run, "last")
+    model, cfg = checkpoint.load_model(tiny_run, "last")
     assert result["n"] == 2 and result["model"] == "last"
     assert result["pred_norm"] == [min(range(4), key=by_hand(model, gpt2_encoding, item, cfg.block_size)[1].__getitem__)
                                    for item in ITEMS[:2]]
@@ -113,7 +113,7 @@ def test_two_processes_split_the_items(tiny_run, gpt2_encoding, data_file, tmp_p
     one = json.loads((tiny_run / "hellaswag.json").read_text())
     (tiny_run / "hellaswag.json").unlink()
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "hellaswag.py", f"--out_dir={tiny_run}",
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "tools.hellaswag", f"--out_dir={tiny_run}",
                              f"--data_file={data_file}", "--device=cpu"], cwd=REPO, capture_output=True, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

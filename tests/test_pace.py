@@ -351,7 +351,7 @@ def test_default_falls_back_to_foreach_warning_once(monkeypatch, cause):
     monkeypatch.setattr(pace, "_FUSED_ERRORS", {})
     if cause == "old torch":
         monkeypatch.setattr(pace, "_fused_settings", lambda: None)
-    monkeypatch.setattr(pace, "_fused_chunk_step", failing_compile)
+    monkeypatch.setattr(pace, "_compiled_step", failing_compile)
     hyper = dict(lr=1e-2, lambda_pullback=0.5, ema_kappa=0.3, use_ema_eval=True)
     with pytest.warns(UserWarning, match="using foreach") as caught:
         default, _ = adamw_run(lambda ps: PACE(ps, **hyper), steps=5)

@@ -13,8 +13,8 @@ from pace import PACE
 def fused_fails(monkeypatch):
     """A machine where torch.compile fails, after scribbling over the tensors it was given
     (as a compile error halfway through a step could); the cache of the verdict starts empty."""
-    def broken(params, *args):
-        for p in params:
+    def broken(tensor_lists, *args):
+        for p in tensor_lists[0]:
             p.add_(1.0)
         raise RuntimeError("InductorError: no working C++ compiler")
 

@@ -19,7 +19,10 @@ fsdp = pytest.importorskip("torch.distributed.fsdp", exc_type=ImportError)
 if not hasattr(fsdp, "fully_shard"):
     pytest.skip("this torch has no torch.distributed.fsdp.fully_shard (2.6+)", allow_module_level=True)
 
-from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict  # noqa: E402
+from torch.distributed.checkpoint.state_dict import (  # noqa: E402
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 
 PATHS = {"single": dict(foreach=False, fused=False), "foreach": dict(foreach=True, fused=False),
          "fused": dict(fused=True)}

@@ -6,10 +6,10 @@ import json
 import matplotlib.colors
 import matplotlib.image
 import numpy as np
-
-import quadratic
-import sweep
+from studies import quadratic
 from test_sweep import write_result
+
+from studies import analysis, plots, results, sweep
 
 
 def pixels_of(png, color):
@@ -28,7 +28,7 @@ def test_sweep_plot_draws_each_method_in_each_panel(tmp_path, capsys):
                 for seed in (0, 1):
                     write_result(tmp_path / f"{method}_{schedule}_{lr}_{seed}", method, loss=loss + lr * 100 + seed / 100,
                                  lr=lr, seed=seed, schedule=schedule)
-    assert sweep.main(["summarize", str(tmp_path)]) == 0
+    assert analysis.main(["summarize", str(tmp_path)]) == 0
     png = tmp_path / "loss_vs_lr.png"
     assert f"plot: {png}" in capsys.readouterr().err
     assert matplotlib.image.imread(png).shape == (3.4 * 150, 2 * 4.2 * 150, 4)  # figsize x dpi
@@ -64,7 +64,7 @@ def test_curves_show_a_run_that_trains_exactly_like_another(tiny_run, tmp_path, 
         (tmp_path / method).mkdir()
         (tmp_path / method / "result.json").write_text(json.dumps(r))
     png = tmp_path / "curves.png"
-    assert sweep.main(["curves", *(str(tmp_path / m) for m in ("adamw", "ema", "pace")), "--out", str(png)]) == 0
+    assert plots.main([*(str(tmp_path / m) for m in ("adamw", "ema", "pace")), "--out", str(png)]) == 0
     # two panels, validation and training loss (right); without the line beneath, the legend's gray sample: 170 pixels
     assert pixels_of(png, "tab:gray")[1] > 230  # 301 with it
 
@@ -86,7 +86,7 @@ def test_curves_give_the_seeds_of_a_setting_one_colour(tiny_run, tmp_path):
             (folder / "result.json").write_text(json.dumps(r))
             folders.append(str(folder))
     png = tmp_path / "curves.png"
-    assert sweep.main(["curves", *folders, "--out", str(png)]) == 0
+    assert plots.main([*folders, "--out", str(png)]) == 0
     assert min(pixels_of(png, "tab:blue")) > 30 and min(pixels_of(png, "tab:orange")) > 30
     for color in ("tab:green", "tab:red", "tab:purple", "tab:brown"):  # C2 to C5: a colour per run
         assert sum(pixels_of(png, color)) == 0, color

@@ -4,8 +4,7 @@ import math
 
 import numpy as np
 import pytest
-
-import quadratic as q
+from studies import quadratic as q
 
 
 def ema_sgd_closed_form(h, beta, noise):

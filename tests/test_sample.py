@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
+import checkpoint
 import sample
-import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,8 +25,8 @@ def error_of(fn, *args):
 
 def test_returned_model_is_the_ema_and_last_the_iterate(tiny_run):
     ckpt = torch.load(tiny_run / "ckpt.pt", weights_only=True)
-    returned, cfg = sample.load_model(tiny_run, "returned")
-    last, _ = sample.load_model(tiny_run, "last")
+    returned, cfg = checkpoint.load_model(tiny_run, "returned")
+    last, _ = checkpoint.load_model(tiny_run, "last")
     assert cfg.optimizer == "pace" and not returned.training
     # the optimizer's state is indexed by the parameters in the order of model.optim_groups
     params = [name for group in last.optim_groups(0.0) for p in group["params"]
@@ -45,7 +45,7 @@ def test_adamw_returns_its_iterate(tiny_run, tmp_path):
     for group in ckpt["optimizer"]["param_groups"]:
         group["use_ema_eval"], group["lambda_pullback"] = False, 0.0
     torch.save(ckpt, tmp_path / "ckpt.pt")
-    returned, _ = sample.load_model(tmp_path, "returned")
+    returned, _ = checkpoint.load_model(tmp_path, "returned")
     for name, tensor in ckpt["model"].items():
         assert torch.equal(returned.state_dict()[name], tensor)
 
@@ -106,5 +106,5 @@ def test_missing_run_exits_with_one_line(tmp_path):
 
 
 def test_load_checkpoint_reads_what_train_writes(tiny_run):
-    ckpt = train.load_checkpoint(str(tiny_run / "ckpt.pt"))
+    ckpt = checkpoint.load_checkpoint(str(tiny_run / "ckpt.pt"))
     assert ckpt["step"] == 6 and ckpt["config"]["optimizer"] == "pace"

@@ -1,4 +1,5 @@
-"""sweep.py: the grid, the skip/resume plan, the printed commands, and the summary of result.json files."""
+"""studies/: the grid runner (sweep.py: the grid, the skip/resume plan, the printed commands), the tables
+(analysis.py: summarize, select, report, across) and the curves (plots.py)."""
 
 import json
 import math
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import sweep
+from studies import analysis, plots, results, sweep
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -32,7 +33,7 @@ def write_result(path, optimizer, status="completed", loss=3.0, error=None, eval
 
 
 def summarize(folder, capsys, *args):
-    assert sweep.main(["summarize", str(folder), *args]) == 0
+    assert analysis.main(["summarize", str(folder), *args]) == 0
     return capsys.readouterr()
 
 
@@ -131,14 +132,14 @@ def test_settings_that_differ_are_columns_and_never_pooled(tmp_path, capsys):
 
 
 def test_summarize_without_results_is_an_error(tmp_path, capsys):
-    assert sweep.main(["summarize", str(tmp_path)]) == 1
+    assert analysis.main(["summarize", str(tmp_path)]) == 1
     assert "no result.json under" in capsys.readouterr().err
 
 
 def test_plot_png(tmp_path, capsys):
     pytest.importorskip("matplotlib", exc_type=ImportError)
     for lr in (1e-3, 3e-3):
-        for method in sweep.METHODS:
+        for method in results.METHODS:
             for seed in (0, 1):
                 write_result(tmp_path / f"{method}_{lr}_{seed}", method, loss=3 + lr * 100 + seed * 0.01, lr=lr, seed=seed)
     err = summarize(tmp_path, capsys).err
@@ -212,7 +213,7 @@ def test_plan_skips_complete_resumes_and_restarts_incomplete(fake_train, capsys)
     (out / "adamw_lr0.001_seed2").mkdir()
     (out / "adamw_lr0.001_seed2" / "ckpt.pt").write_bytes(b"")                               # ckpt, no result
 
-    assert sweep.main(["run", *grid, "--dry_run"]) == 0
+    assert sweep.main([*grid, "--dry_run"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert calls(fake_train) == []  # a dry run runs nothing
     assert printed[0] == "# sweep of 6 runs in runs: 1 skip, 0 skip-failed, 2 resume, 2 restart, 1 start"
@@ -235,15 +236,15 @@ def test_plan_skips_complete_resumes_and_restarts_incomplete(fake_train, capsys)
     ]
 
     # --skip_failed leaves the failed run alone
-    assert sweep.main(["run", *grid, "--dry_run", "--skip_failed"]) == 0
+    assert sweep.main([*grid, "--dry_run", "--skip_failed"]) == 0
     assert "# [3/6] skip-failed adamw_lr0.001_seed1: failed, left alone (--skip_failed)" in capsys.readouterr().out
 
     # a real run executes exactly the printed commands, and then everything is complete
-    assert sweep.main(["run", *grid]) == 0
+    assert sweep.main([*grid]) == 0
     ran = [shlex.join([sys.executable, "train.py", *argv]) for argv in calls(fake_train)]
     assert ran == [line for line in printed if not line.startswith("#")]
     capsys.readouterr()
-    assert sweep.main(["run", *grid]) == 0
+    assert sweep.main([*grid]) == 0
     assert len(calls(fake_train)) == 5  # nothing ran again
     rerun = capsys.readouterr().out.splitlines()
     assert rerun[0] == "# sweep of 6 runs in runs: 6 skip, 0 skip-failed, 0 resume, 0 restart, 0 start"
@@ -253,7 +254,7 @@ def test_plan_skips_complete_resumes_and_restarts_incomplete(fake_train, capsys)
 def test_failed_run_does_not_stop_the_sweep(fake_train, capsys):
     (fake_train / "c").mkdir()
     (fake_train / "c" / "adamw.py").write_text("")
-    assert sweep.main(["run", "--method", "adamw", "--lr", "0.1,0.001", "--out", "runs", "--config", "c/{method}.py"]) == 1
+    assert sweep.main(["--method", "adamw", "--lr", "0.1,0.001", "--out", "runs", "--config", "c/{method}.py"]) == 1
     captured = capsys.readouterr()
     assert [argv[:2] for argv in calls(fake_train)] == [["c/adamw.py", "--optimizer=adamw"]] * 2
     assert "1 run(s) exited with an error: adamw_lr0.1" in captured.err
@@ -261,7 +262,7 @@ def test_failed_run_does_not_stop_the_sweep(fake_train, capsys):
 
 
 def test_torchrun_command(fake_train, capsys):
-    assert sweep.main(["run", "--method", "ema", "--nproc_per_node", "8", "--dry_run"]) == 0
+    assert sweep.main(["--method", "ema", "--nproc_per_node", "8", "--dry_run"]) == 0
     assert capsys.readouterr().out.splitlines()[2] == shlex.join(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8", "train.py",
          "--optimizer=ema", "--out_dir=runs/sweep/ema"])
@@ -269,9 +270,9 @@ def test_torchrun_command(fake_train, capsys):
 
 def test_a_folder_from_another_command_is_not_reused(fake_train, capsys):
     write_result(Path("runs") / "adamw_lr0.001", "adamw", max_steps=100)
-    assert sweep.main(["run", "--method", "adamw", "--lr", "1e-3", "--out", "runs", "--dry_run", "--max_steps=100"]) == 0
+    assert sweep.main(["--method", "adamw", "--lr", "1e-3", "--out", "runs", "--dry_run", "--max_steps=100"]) == 0
     assert "skip adamw_lr0.001" in capsys.readouterr().out
-    assert sweep.main(["run", "--method", "adamw", "--lr", "1e-3", "--out", "runs", "--dry_run", "--max_steps=200"]) == 1
+    assert sweep.main(["--method", "adamw", "--lr", "1e-3", "--out", "runs", "--dry_run", "--max_steps=200"]) == 1
     err = capsys.readouterr().err
     assert "runs/adamw_lr0.001 holds a run made with max_steps=100 (this sweep: 200)" in err
 
@@ -291,7 +292,7 @@ def test_a_folder_from_another_command_is_not_reused(fake_train, capsys):
     (["--nproc_per_node", "-2"], "--nproc_per_node must be >= 0"),
 ])
 def test_bad_input_is_a_one_line_error(fake_train, capsys, args, message):
-    assert sweep.main(["run", "--dry_run", *args]) == 1
+    assert sweep.main(["--dry_run", *args]) == 1
     err = capsys.readouterr().err
     assert err.startswith("sweep.py: error: ") and message in err and err.count("\n") == 1
 
@@ -303,35 +304,35 @@ def test_curves_of_runs(tiny_run, tmp_path, capsys):
     result = json.loads((tiny_run / "result.json").read_text())  # a real run's
     with_telemetry = json.loads(json.dumps(result))
     for s in with_telemetry["step_logs"][1:]:
-        s.update({key: 0.5 for key in sweep.TELEMETRY})
+        s.update({key: 0.5 for key in plots.TELEMETRY})
     with_telemetry["config"]["optimizer"] = "ema"
     for name, r in (("pace", result), ("ema", with_telemetry)):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "result.json").write_text(json.dumps(r))
 
-    runs = sweep.load_runs([tmp_path / "runs" / "pace", tmp_path / "runs" / "ema" / "result.json"])
+    runs = plots.load_runs([tmp_path / "runs" / "pace", tmp_path / "runs" / "ema" / "result.json"])
     assert [label for label, _ in runs] == ["pace", "ema"]
-    assert sweep.load_runs([tmp_path / "runs" / "pace"])[0][0] == "pace"
+    assert plots.load_runs([tmp_path / "runs" / "pace"])[0][0] == "pace"
     (tmp_path / "other" / "pace").mkdir(parents=True)
     (tmp_path / "other" / "pace" / "result.json").write_text(json.dumps(result))
-    labels = [label for label, _ in sweep.load_runs([tmp_path / "runs" / "pace", tmp_path / "other" / "pace"])]
+    labels = [label for label, _ in plots.load_runs([tmp_path / "runs" / "pace", tmp_path / "other" / "pace"])]
     assert labels == ["runs/pace", "other/pace"]  # what tells them apart
-    assert sweep.plot_curves(runs[:1], tmp_path / "one.png") == ["val_loss", "loss"]
-    assert sweep.plot_curves(runs, tmp_path / "two.png") == ["val_loss", "loss", *sweep.TELEMETRY]
+    assert plots.plot_curves(runs[:1], tmp_path / "one.png") == ["val_loss", "loss"]
+    assert plots.plot_curves(runs, tmp_path / "two.png") == ["val_loss", "loss", *plots.TELEMETRY]
     for png in ("one.png", "two.png"):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
 
-    assert sweep.main(["curves", str(tmp_path / "runs" / "pace"), str(tmp_path / "runs" / "ema")]) == 0
+    assert plots.main([str(tmp_path / "runs" / "pace"), str(tmp_path / "runs" / "ema")]) == 0
     assert capsys.readouterr().out == f"curves: {tmp_path / 'runs' / 'curves.png'}\n"
     assert (tmp_path / "runs" / "curves.png").stat().st_size > 20_000
-    assert sweep.main(["curves", str(tmp_path / "runs" / "ema" / "result.json")]) == 0  # one run: the PNG beside it
+    assert plots.main([str(tmp_path / "runs" / "ema" / "result.json")]) == 0  # one run: the PNG beside it
     assert capsys.readouterr().out == f"curves: {tmp_path / 'runs' / 'ema' / 'curves.png'}\n"
 
 
 def test_curves_of_a_missing_run_is_an_error(tmp_path, capsys):
-    assert sweep.main(["curves", str(tmp_path / "nothing")]) == 1
-    assert capsys.readouterr().err.startswith(f"sweep.py: error: curves: {tmp_path / 'nothing' / 'result.json'}: ")
+    assert plots.main([str(tmp_path / "nothing")]) == 1
+    assert capsys.readouterr().err.startswith(f"plots.py: error: curves: {tmp_path / 'nothing' / 'result.json'}: ")
 
 
 def test_evaluate_scores_each_finished_run_once(fake_train, monkeypatch, capsys):
@@ -341,12 +342,12 @@ def test_evaluate_scores_each_finished_run_once(fake_train, monkeypatch, capsys)
         "with open('calls.log', 'a') as f:\n"
         "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
         "json.dump({'returned': 3.0}, open(os.path.join(sys.argv[1], 'eval_tuning.json'), 'w'))\n")
-    monkeypatch.setattr(sweep, "EVALUATE_PY", script)
+    monkeypatch.setattr(sweep, "EVALUATE", [str(script)])
     out = Path("runs")
     write_result(out / "adamw_lr0.001", "adamw", lr=0.001)          # complete, not scored yet
     write_result(out / "adamw_lr0.002", "adamw", lr=0.002)          # complete and scored
     (out / "adamw_lr0.002" / "eval_tuning.json").write_text("{}")
-    grid = ["run", "--method", "adamw", "--lr", "0.001,0.002,0.003,0.1", "--out", "runs", "--evaluate", "tuning"]
+    grid = ["--method", "adamw", "--lr", "0.001,0.002,0.003,0.1", "--out", "runs", "--evaluate", "tuning"]
     assert sweep.main(grid) == 1  # lr 0.1 fails: it is not scored
     assert calls(fake_train) == [
         ["runs/adamw_lr0.001", "--part=tuning"],
@@ -379,7 +380,7 @@ def test_select_best_lr_per_variant_on_the_tuning_half(tmp_path, capsys):
     for lr, loss in ((2e-3, 3.3), (4e-3, 3.1)):
         scored_run(tmp_path, "pace", lr, 1337, "tuning", loss, lambda_pullback=0.5)
     scored_run(tmp_path, "pace", 2e-3, 1337, "tuning", 2.9, lambda_pullback=0.15)
-    assert sweep.main(["select", str(tmp_path)]) == 0
+    assert analysis.main(["select", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert row(out, "adamw") == ["adamw", "3.2000", "**3.0000**", "3.1000", "0.002", "selected"]
     assert row(out, "pace c=0.5 κ=0.2") == ["pace c=0.5 κ=0.2", "–", "3.3000", "**3.1000**", "0.004", "run lr 0.008"]
@@ -396,7 +397,7 @@ def test_select_best_lr_per_variant_on_the_tuning_half(tmp_path, capsys):
 
 def test_select_without_matplotlib_still_selects(tmp_path, capsys, no_matplotlib):
     scored_run(tmp_path, "adamw", 1e-3, 1337, "tuning", 3.0)
-    assert sweep.main(["select", str(tmp_path)]) == 0
+    assert analysis.main(["select", str(tmp_path)]) == 0
     assert "matplotlib is not installed" in capsys.readouterr().out
     assert (tmp_path / "selection.json").exists() and not (tmp_path / "tuning_vs_lr.png").exists()
 
@@ -404,20 +405,20 @@ def test_select_without_matplotlib_still_selects(tmp_path, capsys, no_matplotlib
 def test_select_refuses_variants_that_differ_in_another_setting(tmp_path, capsys):
     scored_run(tmp_path, "adamw", 1e-3, 1337, "tuning", 3.0)
     scored_run(tmp_path, "adamw", 2e-3, 1337, "tuning", 3.0, max_steps=300)
-    assert sweep.main(["select", str(tmp_path)]) == 1
+    assert analysis.main(["select", str(tmp_path)]) == 1
     assert "the runs of adamw differ in max_steps" in capsys.readouterr().err
 
 
 def test_report_the_selected_settings_on_the_test_half(tmp_path, capsys):
-    assert sweep.main(["report", str(tmp_path)]) == 1
-    assert "run sweep.py select first" in capsys.readouterr().err
+    assert analysis.main(["report", str(tmp_path)]) == 1
+    assert "run studies/analysis.py select first" in capsys.readouterr().err
     scored_run(tmp_path, "adamw", 2e-3, 1337, "tuning", 3.0)
     scored_run(tmp_path, "adamw", 4e-3, 1337, "tuning", 3.1)
     scored_run(tmp_path, "adamw", 1e-3, 1337, "tuning", 3.2)
     scored_run(tmp_path, "pace", 4e-3, 1337, "tuning", 2.9, lambda_pullback=0.5)
     scored_run(tmp_path, "pace", 2e-3, 1337, "tuning", 3.0, lambda_pullback=0.5)
     scored_run(tmp_path, "pace", 8e-3, 1337, "tuning", 3.0, lambda_pullback=0.5)
-    assert sweep.main(["select", str(tmp_path)]) == 0
+    assert analysis.main(["select", str(tmp_path)]) == 0
     adamw, adamw_last = [3.10, 3.00, 3.20], [3.15, 3.05, 3.25]
     pace, pace_last = [3.05, 2.90, 3.20], [3.30, 3.20, 3.40]
     half = {"tokens": 1000, "bytes": 2900}
@@ -427,7 +428,7 @@ def test_report_the_selected_settings_on_the_test_half(tmp_path, capsys):
                    scores=half if seed > 1 else {})  # an older eval file, without bytes
     scored_run(tmp_path, "pace", 2e-3, 1, "test", 1.5, lambda_pullback=0.5)  # not the selected lr: not reported
     capsys.readouterr()
-    assert sweep.main(["report", str(tmp_path)]) == 0
+    assert analysis.main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     sd, mean = statistics.stdev, statistics.fmean
     se = math.sqrt(sd(pace) ** 2 / 3 + sd(adamw) ** 2 / 3)
@@ -446,9 +447,9 @@ def test_report_the_selected_settings_on_the_test_half(tmp_path, capsys):
     assert "No last-step gains in the test-half eval files of pace c=0.5 κ=0.2" in out
     assert "No tuning-half blends for pace c=0.5 κ=0.2 (seeds 1337, 1 of the selected lr)" in out
     scored_run(tmp_path, "pace", 1.6e-2, 1337, "tuning", 2.8, lambda_pullback=0.5)  # better beyond the old edge
-    assert sweep.main(["select", str(tmp_path)]) == 0
+    assert analysis.main(["select", str(tmp_path)]) == 0
     capsys.readouterr()
-    assert sweep.main(["report", str(tmp_path)]) == 0
+    assert analysis.main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Not final: the selection of pace c=0.5 κ=0.2 asks for more runs" in out
     assert "Selected but not yet scored on the test half: pace c=0.5 κ=0.2" in out
@@ -460,7 +461,7 @@ def test_report_of_a_selection_made_before_the_tie_rule(tmp_path, capsys):
     scored_run(tmp_path, "adamw", 2e-3, 2, "test", 3.1)
     (tmp_path / "selection.json").write_text(json.dumps(
         {"seed": 1337, "variants": {"adamw": {"lr": 0.002, "tuning_loss": 3.2, "on_edge": True}}}))
-    assert sweep.main(["report", str(tmp_path)]) == 0
+    assert analysis.main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert row(out, "adamw")[:4] == ["adamw", "0.002", "1, 2", cell(3.05, statistics.stdev([3.0, 3.1]), 2)]
     assert "Not final: the selection of adamw asks for more runs" in out
@@ -470,11 +471,11 @@ def test_differences_are_paired_over_the_seeds_both_have(tmp_path):
     a, b = {2: 3.0, 3: 3.2, 4: 3.1}, {1: 3.3, 2: 3.1, 3: 3.25}
     se = math.sqrt(statistics.variance(a.values()) / 3 + statistics.variance(b.values()) / 3)
     paired = [a[2] - b[2], a[3] - b[3]]  # -0.1, -0.05
-    assert sweep.difference(a, b) == (f"{statistics.fmean(a.values()) - statistics.fmean(b.values()):+.4f} ± {se:.4f}; "
+    assert analysis.difference(a, b) == (f"{statistics.fmean(a.values()) - statistics.fmean(b.values()):+.4f} ± {se:.4f}; "
                                       f"paired {-0.075:+.4f} ± {statistics.stdev(paired) / math.sqrt(2):.4f} "
                                       "(lower on 2 of 2 seeds)")
-    assert sweep.difference({2: 3.0}, {2: 3.5}) == "-0.5000; paired -0.5000 (lower on 1 of 1 seeds)"
-    assert sweep.difference({2: 3.0}, {5: 3.5}) == "-0.5000; no seed in common"
+    assert analysis.difference({2: 3.0}, {2: 3.5}) == "-0.5000; paired -0.5000 (lower on 1 of 1 seeds)"
+    assert analysis.difference({2: 3.0}, {5: 3.5}) == "-0.5000; no seed in common"
 
 
 # ----------------------------------------------------------------------------- the tie rule of select
@@ -486,7 +487,7 @@ def tuning_grid(folder, losses, seed=1337, method="ema"):
 
 
 def selected(folder, capsys):
-    assert sweep.main(["select", str(folder)]) == 0
+    assert analysis.main(["select", str(folder)]) == 0
     return capsys.readouterr().out, json.loads((folder / "selection.json").read_text())["variants"]["ema κ=0.2"]
 
 
@@ -560,7 +561,7 @@ def test_report_the_blend_chosen_on_the_tuning_half_and_pace_s_gains(tmp_path, c
     for method, config in (("adamw", {}), ("ema", {}), ("pace", {"lambda_pullback": 0.5})):
         for lr, loss in ((1e-3, 3.2), (2e-3, 3.0), (4e-3, 3.1)):
             scored_run(tmp_path, method, lr, 1337, "tuning", loss, **config)
-    assert sweep.main(["select", str(tmp_path)]) == 0
+    assert analysis.main(["select", str(tmp_path)]) == 0
     # ema's tuning runs at its selected lr: seed 1337 alone would choose 0.75, with seed 1 the mean chooses 0.5
     scored_run(tmp_path, "ema", 2e-3, 1337, "tuning", 3.0, scores=blends(3.10, 3.04, 3.00, 2.98, 3.00))
     scored_run(tmp_path, "ema", 2e-3, 1, "tuning", 3.06, scores=blends(3.10, 3.00, 2.95, 3.05, 3.06))
@@ -575,14 +576,14 @@ def test_report_the_blend_chosen_on_the_tuning_half_and_pace_s_gains(tmp_path, c
                  "vectors": {"mean_gain": 0.2, "clamped_share": 0.0, "numel": 5}}
         scored_run(tmp_path, "pace", 2e-3, seed, "test", 2.8, lambda_pullback=0.5, scores={"last_step_gains": gains})
     capsys.readouterr()
-    assert sweep.main(["report", str(tmp_path)]) == 0
+    assert analysis.main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     sd = statistics.stdev
     readouts = out.split("Blends")[1]
     assert row(readouts, "ema κ=0.2")[:10] == [
         "ema κ=0.2", "1, 1337", "3.1000", "3.0200", "**2.9750**", "3.0150", "3.0300", "0.5",
         cell(2.85, sd(at_half.values()), 3), cell(2.92, sd(returned.values()), 3)]
-    assert row(readouts, "ema κ=0.2")[10] == sweep.difference(at_half, returned)
+    assert row(readouts, "ema κ=0.2")[10] == analysis.difference(at_half, returned)
     assert "No tuning-half blends for pace c=0.5 κ=0.2 (seeds 1337, 1 of the selected lr)" in out
     assert row(readouts, "pace c=0.5 κ=0.2")[1:] == ["2, 3, 4", "0.930, 80.0% clamped", "0.500, 30.0% clamped",
                                                 "0.200, 0.0% clamped"]
@@ -600,7 +601,7 @@ def study(folder, schedule, seeds, losses, lrs=None, scores=()):
         for seed, loss in zip(seeds, by_seed):
             scored_run(folder, method, (lrs or {}).get(method, 1e-3), seed, "test", loss, schedule=schedule, scores=scores,
                        **config)
-        name = " ".join([method] + [f"{sweep.SYMBOL[k]}={v}" for k, v in config.items()])
+        name = " ".join([method] + [f"{results.SYMBOL[k]}={v}" for k, v in config.items()])
         variants[name] = {"lr": (lrs or {}).get(method, 1e-3), "tuning_loss": 3.0, "on_edge": False}
     (folder / "selection.json").write_text(json.dumps({"seed": 1337, "variants": variants}))
     return folder
@@ -615,7 +616,7 @@ def test_across_schedules_each_against_the_first_study_s_adamw(tmp_path, capsys)
                                                         (("pace", {"lambda_pullback": 0.15, "ema_kappa": 0.5}), [4, 4, 4])])
     const = study(tmp_path / "const", "const", (2, 3, 4), [(ADAMW, [3.30, 3.35, 3.40]), (EMA, [3.15, 3.20, 3.30]),
                                                            (PACE, [3.05, 3.12, 3.30])], lrs={"pace": 4e-3})
-    assert sweep.main(["across", str(cos), str(const)]) == 0
+    assert analysis.main(["across", str(cos), str(const)]) == 0
     out = capsys.readouterr().out
     assert f"| variant | cos ({cos}) | const ({const}) |" in out
     assert row(out, "adamw")[1:] == [cell(3.1, 0.1, 3) + ", lr 0.001", cell(3.35, 0.05, 3) + ", lr 0.001"]
@@ -630,14 +631,14 @@ def test_across_schedules_each_against_the_first_study_s_adamw(tmp_path, capsys)
         f"{statistics.stdev(paired) / math.sqrt(2):.4f} (lower on 0 of 2 seeds)")
     assert row(differences, "adamw")[1].endswith("(lower on 0 of 2 seeds)")
     assert "No test-half blends in these folders" in out
-    assert sweep.main(["across", str(cos), str(const)]) == 0
+    assert analysis.main(["across", str(cos), str(const)]) == 0
     assert capsys.readouterr().out == out  # the same files, the same tables
 
 
 def test_across_a_folder_of_two_schedules_is_an_error(tmp_path, capsys):
     mixed = study(tmp_path / "mixed", "cos", (1,), [(ADAMW, [3.0])])
     write_result(mixed / "wsd_run", "adamw", schedule="wsd")
-    assert sweep.main(["across", str(mixed)]) == 1
+    assert analysis.main(["across", str(mixed)]) == 1
     assert f"across: the runs under {mixed} have the schedules cos, wsd: one per folder" in capsys.readouterr().err
 
 
@@ -647,7 +648,7 @@ def test_across_plots_the_test_loss_against_alpha(tmp_path, capsys):
     cos = study(tmp_path / "cos", "cos", (1, 2), [(ADAMW, [3.0, 3.1]), (EMA, [3.0, 3.1]), (PACE, [2.9, 3.0])])
     study(tmp_path / "const", "const", (2, 3), [(ADAMW, [3.3, 3.4]), (EMA, [3.2, 3.2]), (PACE, [3.2, 3.2])],
           scores=blends(3.3, 3.2, 3.1, 3.15, 3.2))
-    assert sweep.main(["across", str(cos), str(tmp_path / "const")]) == 0
+    assert analysis.main(["across", str(cos), str(tmp_path / "const")]) == 0
     assert capsys.readouterr().out.endswith(f"\nplot: {os.path.relpath(tmp_path / 'test_vs_alpha.png')}\n")
     import matplotlib.colors
     import matplotlib.image
@@ -659,7 +660,7 @@ def test_across_plots_the_test_loss_against_alpha(tmp_path, capsys):
 
 def test_across_without_matplotlib_still_prints_the_tables(tmp_path, capsys, no_matplotlib):
     cos = study(tmp_path / "cos", "cos", (1, 2), [(ADAMW, [3.0, 3.1])])
-    assert sweep.main(["across", str(cos)]) == 0
+    assert analysis.main(["across", str(cos)]) == 0
     out = capsys.readouterr().out
     assert row(out, "adamw")[1] == cell(3.05, statistics.stdev([3.0, 3.1]), 2) + ", lr 0.001"
     assert "matplotlib is not installed: no plot" in out

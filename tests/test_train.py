@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import pace
+import processes
 import train
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, mean_loss
 from prepare_fineweb import write_shard
+from settings import Settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = 64
@@ -140,59 +143,7 @@ def finish(proc, timeout=240):
     return output
 
 
-# settings
-
-def test_settings_from_files_and_arguments(tmp_path):
-    a, b = tmp_path / "a.py", tmp_path / "b.py"
-    a.write_text("import math as _math\nlr = 1\nn_layer = 3\nout_dir = 'out/a'\n")
-    b.write_text("lr = 2e-3\nbetas = [0.8, 0.9]\n")
-    cfg = train.load_settings([str(a), str(b), "--n_layer=5", "--out_dir=out/x", "--compile=False",
-                               "--ema_kappa=None", "--weight_decay=0", "--optimizer='ema'"])
-    assert (cfg.lr, cfg.n_layer, cfg.out_dir, cfg.betas) == (2e-3, 5, "out/x", (0.8, 0.9))
-    assert (cfg.compile, cfg.ema_kappa, cfg.weight_decay, cfg.optimizer) == (False, None, 0.0, "ema")
-    assert type(cfg.weight_decay) is float and train.load_settings([str(a)]).lr == 1.0
-    assert train.load_settings(["--out_dir=1e3"]).out_dir == "1e3"  # a string setting takes the text as it is
-
-
-def test_shipped_configs_compose(monkeypatch):
-    monkeypatch.chdir(REPO)
-    gpt2 = train.load_settings(["configs/pace.py"])  # the defaults are the GPT-2-124M recipe
-    assert (gpt2.n_layer, gpt2.n_embd, gpt2.block_size, gpt2.total_batch_size) == (12, 768, 1024, 524288)
-    assert (gpt2.optimizer, gpt2.lambda_pullback, gpt2.ema_kappa) == ("pace", 0.15, 0.2)
-    assert 18_000 <= gpt2.max_steps * gpt2.total_batch_size / 524288 <= 20_000
-    for method in ("adamw", "ema", "pace"):
-        cfg = train.load_settings(["configs/cpu.py", f"configs/{method}.py"])
-        train.check_settings(cfg)
-        assert cfg.optimizer == method and cfg.n_layer == 4 and cfg.total_batch_size % (cfg.batch_size * cfg.block_size) == 0
-    assert train.load_settings(["configs/pace.py", "configs/adamw.py"]).optimizer == "adamw"
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--nope=1"], "unknown setting 'nope' (--nope=1); valid settings: data_dir, out_dir, resume"),
-    (["--lr=fast"], "lr must be float, got 'fast'"),
-    (["--n_layer=2.5"], "n_layer must be int, got 2.5"),
-    (["--compile=1"], "compile must be bool | None, got 1"),
-    (["--betas=(0.9,)"], "betas must be tuple[float, float], got (0.9,)"),
-    (["--lr"], "--lr: expected --key=value"),
-    (["no/such/config.py"], "config file no/such/config.py not found"),
-    (["--optimizer=sgd"], "optimizer must be one of adamw, ema, pace, got 'sgd'"),
-    (["--schedule=linear"], "schedule must be one of const, cos, wsd"),
-    (["--n_head=5"], "n_embd (768) must be a multiple of n_head (5)"),
-    (["--max_steps=0"], "max_steps must be positive"),
-    (["--grad_clip=-1"], "grad_clip must not be negative, got -1.0"),
-    (["--decay_frac=0"], "decay_frac must be in (0, 1], got 0.0"),
-    (["--optimizer=pace", "--lambda_pullback=0"], "optimizer=pace needs lambda_pullback > 0"),
-])
-def test_settings_errors(args, message):
-    assert message in error_of(lambda: train.check_settings(train.load_settings(args)))
-
-
-def test_config_file_errors_name_the_file(tmp_path):
-    bad = tmp_path / "bad.py"
-    bad.write_text("learning_rate = 1e-3\n")
-    assert f"unknown setting 'learning_rate' ({bad})" in error_of(train.load_settings, [str(bad)])
-    bad.write_text("max_steps = '100'\n")
-    assert f"max_steps must be int, got '100' ({bad})" in error_of(train.load_settings, [str(bad)])
+# settings that need a run
 
 
 def test_total_batch_size_must_divide(data_dir, tmp_path):
@@ -215,20 +166,6 @@ def test_command_line_error_exits_nonzero():
     p = subprocess.run([sys.executable, "train.py", "--nope=1"], cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 1 and p.stderr.startswith("train.py: error: unknown setting 'nope'")
     assert p.stderr.count("\n") == 1
-
-
-# schedule
-
-def test_learning_rate_schedules():
-    cfg = train.Settings(lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1, decay_frac=0.5)
-    lrs = {s: [train.get_lr(t, train.Settings(**{**cfg.__dict__, "schedule": s})) for t in range(110)]
-           for s in ("const", "cos", "wsd")}
-    for lr in lrs.values():
-        assert lr[:10] == pytest.approx([(t + 1) / 10 for t in range(10)])
-    assert lrs["const"][10:] == [1.0] * 100
-    assert lrs["cos"][10] == 1.0 and lrs["cos"][60] == pytest.approx(0.55) and 0.1 < lrs["cos"][-1] < 0.101
-    assert lrs["wsd"][10:55] == [1.0] * 45 and lrs["wsd"][55] == 1.0 and lrs["wsd"][-1] == pytest.approx(0.1 + 0.9 / 55)
-    assert all(a >= b for a, b in zip(lrs["wsd"][10:], lrs["wsd"][11:]))
 
 
 # data
@@ -458,7 +395,7 @@ def test_the_optimizer_graph_is_compiled_once_on_large_tensors(data_dir, tmp_pat
 
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", recording_compile)
-    for name, fresh in (("_compiled_multi_tensor_step", None), ("_FUSED_ERRORS", {}), ("_COMPILED_ON_LARGE", set())):
+    for name, fresh in (("_compiled", None), ("_FUSED_ERRORS", {}), ("_COMPILED_ON_LARGE", set())):
         monkeypatch.setattr(pace, name, fresh)  # a new process: nothing compiled or probed yet
     torch._dynamo.reset()
     run(data_dir, tmp_path / "out", "--optimizer=pace", "--max_steps=3")
@@ -467,7 +404,7 @@ def test_the_optimizer_graph_is_compiled_once_on_large_tensors(data_dir, tmp_pat
 
 
 def test_ranks_are_grouped_by_what_they_saw():
-    assert train.by_rank(["a", None, "b", "a"]) == "ranks 0, 3: a; rank 2: b"
+    assert processes.by_rank(["a", None, "b", "a"]) == "ranks 0, 3: a; rank 2: b"
 
 
 # checkpoints
@@ -500,7 +437,7 @@ def test_unreadable_checkpoint_is_named_and_kept(data_dir, tmp_path, damage, mon
     if damage == "missing keys":
         assert "lacks optimizer, data_pos, rng, config" in message
     assert not marker.exists() and ckpt_path.read_bytes() == damaged and read_result(out) == first
-    assert message == error_of(train.load_checkpoint, str(ckpt_path))  # as sample.py and the others see it
+    assert message == error_of(checkpoint.load_checkpoint, str(ckpt_path))  # as sample.py and the others see it
 
 
 # data passes
@@ -541,13 +478,13 @@ def test_evaluation_reads_back_once(monkeypatch):
     for name in ("item", "tolist", "cpu", "numpy", "__float__"):
         real = getattr(torch.Tensor, name)
         monkeypatch.setattr(torch.Tensor, name, lambda self, *a, real=real, name=name, **k: reads.append(name) or real(self, *a, **k))
-    loss = train.evaluate(model, tokens, 3, 8, 1, train.nullcontext())  # 4 batches: 3, 3, 3, 1 sequences
+    loss = mean_loss(model, tokens, 3, 8)  # 4 batches: 3, 3, 3, 1 sequences
     monkeypatch.undo()
     assert loss == pytest.approx(expected, rel=1e-6) and reads == ["tolist"]
 
 
 def test_evaluation_costs_at_most_2_5_percent_of_the_recipe():
-    shares = {m: train.eval_share(train.Settings(optimizer=m)) for m in ("adamw", "ema", "pace")}
+    shares = {m: train.eval_share(Settings(optimizer=m)) for m in ("adamw", "ema", "pace")}
     assert shares["adamw"] == pytest.approx(39 * 10_485_760 / (3 * 19073 * 524288))
     assert shares["pace"] == shares["ema"] == pytest.approx(59 * 10_485_760 / (3 * 19073 * 524288))
     assert max(shares.values()) < 0.025
@@ -563,11 +500,3 @@ def test_evaluation_costs_at_most_2_5_percent_of_the_recipe():
 ])
 def test_peak_flops_of_known_gpus_only(name, flops):
     assert train.peak_flops(name) == flops
-
-
-def test_gpu80gb_config_runs_64_sequences_of_1024(monkeypatch):
-    monkeypatch.chdir(REPO)
-    cfg = train.load_settings(["configs/gpu80gb.py", "configs/pace.py"])
-    train.check_settings(cfg)
-    assert (cfg.batch_size, cfg.block_size, cfg.total_batch_size) == (64, 1024, 524288)
-    assert cfg.total_batch_size // (cfg.batch_size * cfg.block_size * 8) == 1  # one micro-batch per step on 8 GPUs

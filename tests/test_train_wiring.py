@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from test_train import args_for, data_dir, finish, one_thread, read_result, run, start  # noqa: F401 (fixtures)
 
-import train
 from model import GPT, GPTConfig
 from pace import PACE
-from test_train import args_for, data_dir, finish, one_thread, read_result, run, start  # noqa: F401 (fixtures)
+from settings import get_lr, load_settings
 
 # every optimizer setting away from its default, and no two of them equal, so that one
 # passed in another's place shows
@@ -31,7 +31,7 @@ def test_every_optimizer_setting_reaches_pace(data_dir, tmp_path, method):
     run(data_dir, tmp_path, *extra)
     saved = torch.load(tmp_path / "ckpt.pt")["optimizer"]
     want = {**OPTIMIZER_SETTINGS, "lambda_pullback": OPTIMIZER_SETTINGS["lambda_pullback"] if method == "pace" else 0.0,
-            "use_ema_eval": method != "adamw", "lr": train.get_lr(0, train.load_settings(args_for(data_dir, tmp_path, *extra)))}
+            "use_ema_eval": method != "adamw", "lr": get_lr(0, load_settings(args_for(data_dir, tmp_path, *extra)))}
     # model.optim_groups: weight decay on the matrices only
     model = GPT(GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32))
     groups = model.optim_groups(OPTIMIZER_SETTINGS["weight_decay"])
@@ -66,7 +66,7 @@ def reference_training(data_dir, cfg):
     accum = cfg.total_batch_size // micro
     logs = []
     for step in range(cfg.max_steps):
-        lr = train.get_lr(step, cfg)
+        lr = get_lr(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
         total = 0.0
@@ -88,12 +88,12 @@ def test_the_loop_applies_schedule_clipping_and_accumulation(data_dir, tmp_path)
     extra = ["--optimizer=pace", "--max_steps=5", "--warmup_steps=2", "--schedule=cos", "--grad_clip=0.05",
              "--eval_interval=5", "--log_interval=5", *setting_args(OPTIMIZER_SETTINGS)]
     result = run(data_dir, tmp_path, *extra)
-    cfg = train.load_settings(args_for(data_dir, tmp_path, *extra))
+    cfg = load_settings(args_for(data_dir, tmp_path, *extra))
     model, opt, logs = reference_training(data_dir, cfg)
     assert all(norm > 4 * cfg.grad_clip for _, _, norm in logs)  # clipping changes every step
     assert len({round(norm / logs[0][2], 3) for _, _, norm in logs}) == len(logs)  # ... by different factors
     assert [s["lr"] for s in result["step_logs"]] == [lr for lr, _, _ in logs]
-    assert [s["lr"] for s in result["step_logs"]] == [train.get_lr(s["step"] - 1, cfg) for s in result["step_logs"]]
+    assert [s["lr"] for s in result["step_logs"]] == [get_lr(s["step"] - 1, cfg) for s in result["step_logs"]]
     assert len({lr for lr, _, _ in logs}) == 5  # the schedule moves every step
     for s, (_, loss, norm) in zip(result["step_logs"], logs, strict=True):
         assert s["loss"] == pytest.approx(loss, rel=1e-5) and s["grad_norm"] == pytest.approx(norm, rel=1e-5)

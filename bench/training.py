@@ -3,8 +3,9 @@ Training throughput of AdamW and PACE on the CPU configuration: tokens/s, and th
 each phase of a step (forward+loss, backward, gradient clipping, optimizer), so that the
 bottleneck is visible.
 
-    python bench_train.py                      # configs/cpu.py, 12 timed steps per method
-    python bench_train.py --steps=30 --batch_size=8
+    python -m bench.training                       # configs/cpu.py, 12 timed steps per method
+    python -m bench.training --steps=30 --batch_size=8
+    python -m bench.training --loss_chunk=4096 configs/gpu80gb.py   # the fused loss in chunks of 4,096 tokens
 
 The two methods train identical models on identical random batches (speed does not depend
 on the data) and alternate step by step, so that load from other programs on the machine
@@ -12,30 +13,34 @@ falls on both alike (each goes first every other step); the medians over the tim
 reported, and the time of each method's first step, which compiles the kernels. Forward+loss
 includes the output layer's gradient products: the fused loss computes them in the forward pass. Settings as
 for train.py (--key=value) override configs/cpu.py; like train.py it runs on the GPU when
-there is one (bf16 autocast, torch.compile) and then also reports the peak memory.
+there is one (its dtype setting, torch.compile) and then also reports the peak memory. Config files
+given after the options are read after configs/cpu.py.
 """
 
 import argparse
 import statistics
 import time
-from contextlib import nullcontext
 
 import torch
 
-from model import GPT, GPTConfig
-from train import load_settings, make_optimizer
+import model as model_module
+from settings import device_type, load_settings, make_model, make_optimizer, precision
 
 parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
 parser.add_argument("--steps", type=int, default=12, help="timed steps per method (default: %(default)s)")
 parser.add_argument("--warmup", type=int, default=2, help="untimed first steps, which build kernels (default: %(default)s)")
+parser.add_argument("--loss_chunk", type=int, help="tokens per chunk of the fused loss (default: model.py's for the device)")
+parser.add_argument("--methods", default="adamw,pace", help="comma list of adamw, pace (default: %(default)s)")
 args, overrides = parser.parse_known_args()
 cfg = load_settings(["configs/cpu.py", *overrides])
-device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+device = device_type(cfg)
 cuda = device == "cuda"
-autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+autocast, _ = precision(cfg, device)
+if args.loss_chunk:
+    model_module.LOSS_CHUNK[device] = args.loss_chunk
 use_compile = cuda if cfg.compile is None else cfg.compile
 grad_accum_steps = cfg.total_batch_size // (cfg.batch_size * cfg.block_size)
-methods = ("adamw", "pace")
+methods = tuple(args.methods.split(","))
 phases = ("forward+loss", "backward", "clip", "optimizer")
 
 
@@ -47,17 +52,16 @@ def clock():
 
 runs = {}
 for method in methods:
-    torch.manual_seed(cfg.seed)
-    model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
-                          n_head=cfg.n_head, n_embd=cfg.n_embd)).to(device)
+    model = make_model(cfg).to(device)
     method_cfg = load_settings(["configs/cpu.py", f"configs/{method}.py", *overrides])
     runs[method] = {"model": model, "compiled": torch.compile(model) if use_compile else model,
                     "opt": make_optimizer(method_cfg, model), "times": {p: [] for p in phases}, "peak": 0}
 
 torch.manual_seed(0)
-print(f"{runs['adamw']['model'].num_params(non_embedding=False):,} parameters, {cfg.total_batch_size} tokens per step, "
+print(f"{runs[methods[0]]['model'].num_params(non_embedding=False):,} parameters, {cfg.total_batch_size} tokens per step, "
       f"{grad_accum_steps} micro-batch(es) of {cfg.batch_size} x {cfg.block_size}, on {device}"
-      f"{' (bf16 autocast)' if cuda else f' with {torch.get_num_threads()} threads'}, compile {use_compile}")
+      f"{f' ({cfg.dtype} autocast)' if cuda else f' with {torch.get_num_threads()} threads'}, compile {use_compile}, "
+      f"loss chunks of {model_module.LOSS_CHUNK[device]} tokens")
 for i in range(args.warmup + args.steps):
     batches = torch.randint(0, cfg.vocab_size, (grad_accum_steps, cfg.batch_size, cfg.block_size + 1), device=device)
     for method in methods if i % 2 else reversed(methods):  # neither always goes first
@@ -96,9 +100,10 @@ for method in methods:
     print(f"{method:6s} {cfg.total_batch_size / run['step_s']:8,.0f} tokens/s   step {run['step_s'] * 1e3:7.1f} ms: "
           + ", ".join(f"{p} {s * 1e3:.1f} ms ({s / run['step_s']:.1%})" for p, s in run["phase_s"].items())
           + f"; first step {run['first_step']:.1f} s, compilation included"
-          + (f"; peak memory {run['peak'] / 2**30:.2f} GiB (both models resident)" if cuda else ""))
-adamw, pace = runs["adamw"], runs["pace"]
-opt_extra = pace["phase_s"]["optimizer"] - adamw["phase_s"]["optimizer"]
-print(f"PACE / AdamW tokens/s: {adamw['step_s'] / pace['step_s']:.4f} measured (noise from other programs included); "
-      f"{adamw['step_s'] / (adamw['step_s'] + opt_extra):.4f} "
-      f"from the optimizer steps alone (the rest of the step is the same computation)")
+          + (f"; peak memory {run['peak'] / 2**30:.2f} GiB ({len(methods)} model(s) resident)" if cuda else ""))
+if set(methods) == {"adamw", "pace"}:
+    adamw, pace = runs["adamw"], runs["pace"]
+    opt_extra = pace["phase_s"]["optimizer"] - adamw["phase_s"]["optimizer"]
+    print(f"PACE / AdamW tokens/s: {adamw['step_s'] / pace['step_s']:.4f} measured (noise from other programs included); "
+          f"{adamw['step_s'] / (adamw['step_s'] + opt_extra):.4f} "
+          f"from the optimizer steps alone (the rest of the step is the same computation)")

@@ -2,7 +2,7 @@
 Benchmark prepare_fineweb.py: its tokens/s with one process and with all of them, against a plain
 single-process loop of encode_ordinary over the same documents (already in memory).
 
-    TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache python bench_prepare.py --data_files '../shared/corpus/pydocs/*.parquet'
+    TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache python -m bench.prepare --data_files '../shared/corpus/pydocs/*.parquet'
 
 The script's rate is the one it prints: from its first document to its last shard written. Its
 startup (imports, opening the files, starting the workers) does not grow with the dataset and is

@@ -3,8 +3,8 @@ process, and prints the ratios, the optimizer-state bytes per parameter, the tim
 the first step (which compiles the fused kernels) and, on CUDA, the peak memory a step
 adds to the model's.
 
-    python bench_optimizer.py                 # CUDA when available, else CPU; all PACE paths
-    python bench_optimizer.py --device cpu
+    python -m bench.optimizer                 # CUDA when available, else CPU; all PACE paths
+    python -m bench.optimizer --device cpu
 
 The floor is memory traffic: fused AdamW reads and writes ~28 bytes per float32
 parameter per step, PACE at least 36 (it also reads and writes the EMA): 1.29x.

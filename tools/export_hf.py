@@ -18,11 +18,9 @@ import os
 import shutil
 import sys
 
-import torch
-
-import train
+from checkpoint import MODELS, load_model
 from prepare_fineweb import load_tokenizer
-from sample import MODELS, load_model
+from settings import die
 
 GPT2_VOCAB_SIZE = 50257  # tiktoken's r50k_base: 50,000 merges, 256 bytes, <|endoftext|>
 # the linear layers Hugging Face's GPT-2 keeps as Conv1D, whose weight is (in, out): ours transposed
@@ -106,14 +104,14 @@ def main(argv=None):
         import safetensors  # noqa: F401  (save_pretrained writes model.safetensors with it)
         import transformers  # noqa: F401
     except ImportError as e:
-        train.die(f"export_hf.py needs {e.name}: pip install transformers safetensors")
+        die(f"export_hf.py needs {e.name}: pip install transformers safetensors")
 
     model, cfg = load_model(args.out_dir, args.model)
     if cfg.vocab_size < GPT2_VOCAB_SIZE:
-        train.die(f"the run in {args.out_dir} has vocab_size {cfg.vocab_size}, fewer than GPT-2's {GPT2_VOCAB_SIZE} tokens")
+        die(f"the run in {args.out_dir} has vocab_size {cfg.vocab_size}, fewer than GPT-2's {GPT2_VOCAB_SIZE} tokens")
     enc = load_tokenizer()
     if os.path.exists(args.hf_dir) and (not os.path.isdir(args.hf_dir) or os.listdir(args.hf_dir)):
-        train.die(f"--hf_dir={args.hf_dir} exists and is not an empty folder: choose a new one")
+        die(f"--hf_dir={args.hf_dir} exists and is not an empty folder: choose a new one")
     # write into a folder beside hf_dir, then rename it: hf_dir is never half written
     tmp = os.path.abspath(args.hf_dir) + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)  # what an interrupted export left

@@ -2,9 +2,9 @@
 Score what train.py runs return on one half of the validation shard, for studies that
 choose settings on one half (tuning) and report on the other (test), which no choice sees.
 
-    python evaluate.py runs/cpu300/pace_lr0.004_c0.5_k0.5_seed1337 --part tuning
-    python evaluate.py runs/cpu300/*seed[123] --part test
-    python evaluate.py runs/cpu300/*seed[123] --part test --bytes_only   # an older eval file: add "bytes"
+    python -m tools.evaluate results/cpu300/pace_lr0.004_c0.5_k0.5_seed1337 --part tuning
+    python -m tools.evaluate results/cpu300/*seed[123] --part test
+    python -m tools.evaluate results/cpu300/*seed[123] --part test --bytes_only   # an older eval file: add "bytes"
 
 The validation shard's N tokens are split at N // 2: the tuning half is tokens 0 .. N//2 - 1,
 the test half N//2 .. N - 1, each scored on its whole sequences of block_size tokens (the
@@ -17,8 +17,9 @@ loss per token goes into RUN/eval_PART.json, written atomically:
     + for pace: "last_step_gains": {"step": .., "token embedding": {"mean_gain", "clamped_share", "numel"},
                                     "other matrices": {...}, "vectors": {...}}
 
-"bytes" is the UTF-8 length of the scored targets (GPT-2 tokens), so that a loss converts to
-bits per byte: loss * tokens / (bytes * ln 2). "blends" are the losses of the weights
+"bytes" is the UTF-8 length of the text of the scored targets (GPT-2 tokens; the end-of-text token
+between documents is no text: 0 bytes), so that a loss converts to bits per byte:
+loss * tokens / (bytes * ln 2). "blends" are the losses of the weights
 alpha * EMA + (1 - alpha) * live weights: alpha 1 is the returned model, 0 the last iterate.
 "last_step_gains" are PACE's pullback gains of the run's last step, recomputed from the
 checkpoint's second moments, per parameter group (the token embedding, tied to the output
@@ -40,9 +41,10 @@ import numpy as np
 import torch
 
 import pace
-import train
-from prepare_fineweb import ShardError, first_line, load_tokenizer, read_shard
-from sample import autocast, get_device, load_model
+from checkpoint import autocast, get_device, load_run, save_json
+from model import mean_loss
+from prepare_fineweb import EOT, ShardError, first_line, load_tokenizer, read_shard
+from settings import die, get_lr
 
 PARTS = ("tuning", "test")
 BLENDS = (0, 0.25, 0.5, 0.75, 1)  # alpha: the weight of the EMA
@@ -62,19 +64,21 @@ def read_half(data_dir, block_size, part, out_dir):
     try:
         tokens = read_shard(val_file)
     except ShardError as e:
-        train.die(f"{out_dir}: {e}")
+        die(f"{out_dir}: {e}")
     first, end = part_range(len(tokens), part)
     n_seq = (end - first - 1) // block_size
     if n_seq < 1:
-        train.die(f"{val_file}: its {part} half holds {end - first} tokens, not one sequence of {block_size}")
+        die(f"{val_file}: its {part} half holds {end - first} tokens, not one sequence of {block_size}")
     return val_file, tokens, first, n_seq
 
 
 @functools.cache  # one table per process: 50,257 look-ups
 def token_lengths():
-    """The UTF-8 length of every GPT-2 token, indexed by its id."""
+    """The UTF-8 length of every GPT-2 token, indexed by its id; the end-of-text token is no text."""
     enc = load_tokenizer()
-    return np.array([len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)], dtype=np.int64)
+    lengths = np.array([len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)], dtype=np.int64)
+    lengths[EOT] = 0
+    return lengths
 
 
 def target_bytes(tokens, first, n_seq, block_size, val_file):
@@ -83,20 +87,8 @@ def target_bytes(tokens, first, n_seq, block_size, val_file):
     targets = np.asarray(tokens[first + 1:first + 1 + n_seq * block_size])
     lengths = token_lengths()
     if targets.max() >= len(lengths):
-        train.die(f"{val_file}: token id {int(targets.max())} is not a GPT-2 token (ids end at {len(lengths) - 1})")
+        die(f"{val_file}: token id {int(targets.max())} is not a GPT-2 token (ids end at {len(lengths) - 1})")
     return int(lengths[targets].sum())
-
-
-def load_optimizer(out_dir, model, cfg):
-    """The run's optimizer over model (which holds the live weights), with the state of its
-    ckpt.pt: the EMA and Adam's moments, which the blends and the gains read."""
-    path = os.path.join(out_dir, "ckpt.pt")
-    opt = train.make_optimizer(cfg, model)
-    try:
-        opt.load_state_dict(train.load_checkpoint(path)["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as e:
-        train.die(f"{path}: its optimizer state does not match the config it holds: {first_line(e)}")
-    return opt
 
 
 @torch.no_grad()
@@ -137,10 +129,9 @@ def last_step_gains(model, opt, cfg):
             state = opt.state[p]
             t = state["step"] - 1  # the last step's index: state["step"] counts the completed steps
             steps.add(state["step"])
-            (_, _, _, _, eps, max_gain, inv_bias_correction2_sqrt, _, _, pull_scale, _) = pace._step_scalars(
-                {**group, "lr": train.get_lr(t, cfg)}, t)
-            raw_gain = (state["exp_avg_sq"].sqrt() * inv_bias_correction2_sqrt).add_(eps).reciprocal_() * pull_scale
-            gain = raw_gain.clamp(max=max_gain)
+            k, s = pace._step_scalars({**group, "lr": get_lr(t, cfg)}, t)
+            raw_gain = (state["exp_avg_sq"].sqrt() * s.inv_bias_correction2_sqrt).add_(k.eps).reciprocal_() * s.pull_scale
+            gain = raw_gain.clamp(max=k.max_gain)
             s = sums[gain_group(model, p)]
             s["gain"] += gain.sum(dtype=torch.float64).item()
             s["clamped"] += int((raw_gain > gain).sum())
@@ -154,7 +145,8 @@ def last_step_gains(model, opt, cfg):
 
 def score(out_dir, part, device):
     """-> the eval_PART.json record of the run in out_dir."""
-    model, cfg = load_model(out_dir, "last")
+    model, opt, cfg = load_run(out_dir)
+    model.eval()
     val_file, tokens, first, n_seq = read_half(cfg.data_dir, cfg.block_size, part, out_dir)
     record = {"part": part, "val_file": val_file, "first_token": first, "tokens": n_seq * cfg.block_size,
               "bytes": target_bytes(tokens, first, n_seq, cfg.block_size, val_file)}
@@ -162,12 +154,11 @@ def score(out_dir, part, device):
     model.to(device)
 
     def loss():
-        return train.evaluate(model, val, cfg.batch_size, cfg.block_size, 1, autocast(device))
+        return mean_loss(model, val, cfg.batch_size, cfg.block_size, autocast=autocast(cfg, device))
 
     last = loss()
     if cfg.optimizer == "adamw":  # adamw returns its last iterate: one pass serves both
         return {**record, "returned": last, "last": last}
-    opt = load_optimizer(out_dir, model, cfg)
     opt.eval()  # the EMA into the model, as the method returns it
     returned = loss()
     opt.train()  # the live weights back, bit for bit
@@ -184,9 +175,9 @@ def read_json(path):
         with open(path) as f:
             value = json.load(f)
     except (OSError, ValueError) as e:
-        train.die(f"{path}: cannot read it ({type(e).__name__}: {first_line(e)})")
+        die(f"{path}: cannot read it ({type(e).__name__}: {first_line(e)})")
     if not isinstance(value, dict):
-        train.die(f"{path}: not a JSON object")
+        die(f"{path}: not a JSON object")
     return value
 
 
@@ -197,12 +188,12 @@ def add_bytes(out_dir, part):
     path, result_path = (os.path.join(out_dir, name) for name in (f"eval_{part}.json", "result.json"))
     record, config = read_json(path), read_json(result_path).get("config")
     if not isinstance(config, dict) or not {"data_dir", "block_size"} <= config.keys():
-        train.die(f"{result_path}: its config lacks data_dir or block_size")
+        die(f"{result_path}: its config lacks data_dir or block_size")
     block_size = config["block_size"]
     val_file, tokens, first, n_seq = read_half(config["data_dir"], block_size, part, out_dir)
     scored = (record.get("first_token"), record.get("tokens"))
     if scored != (first, n_seq * block_size):
-        train.die(f"{path}: scored {scored[1]} tokens from {scored[0]}, but {val_file}'s {part} half has "
+        die(f"{path}: scored {scored[1]} tokens from {scored[0]}, but {val_file}'s {part} half has "
                   f"{n_seq * block_size} from {first}")
     return {**record, "bytes": target_bytes(tokens, first, n_seq, block_size, val_file)}
 
@@ -219,7 +210,7 @@ def main(argv=None):
     for out_dir in args.runs:
         record = add_bytes(out_dir, args.part) if args.bytes_only else score(out_dir, args.part, device)
         path = os.path.join(out_dir, f"eval_{args.part}.json")
-        train.save_atomically(path, lambda f: f.write(json.dumps(record, indent=1).encode()))
+        save_json(path, record)
         print(f"{out_dir}: {args.part} half, {record['tokens']:,} tokens, {record['bytes']:,} bytes: "
               f"{record['returned']:.4f} returned model, {record['last']:.4f} last iterate"
               + "".join(f", {loss:.4f} at α={alpha}" for alpha, loss in record.get("blends", {}).items()

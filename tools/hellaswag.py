@@ -18,15 +18,17 @@ import json
 import os
 import sys
 import urllib.request
+from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 from tqdm import tqdm
 
-import train
+from checkpoint import MODELS, autocast, get_device, load_model, save_atomically
 from prepare_fineweb import first_line, load_tokenizer
-from sample import MODELS, autocast, get_device, load_model
+from processes import exit_now
+from settings import die
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 
@@ -39,9 +41,9 @@ def download(path):
             with urllib.request.urlopen(URL, timeout=60) as response:
                 data = response.read()
         except OSError as e:
-            train.die(f"cannot download {URL}: {first_line(e)}; offline, pass --data_file")
+            die(f"cannot download {URL}: {first_line(e)}; offline, pass --data_file")
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        train.save_atomically(path, lambda f: f.write(data))
+        save_atomically(path, lambda f: f.write(data))
 
 
 def read_items(path):
@@ -50,7 +52,7 @@ def read_items(path):
         with open(path, encoding="utf-8") as f:
             lines = f.readlines()
     except (OSError, UnicodeDecodeError) as e:
-        train.die(f"cannot read {path}: {first_line(e)}")
+        die(f"cannot read {path}: {first_line(e)}")
     items = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -62,10 +64,10 @@ def read_items(path):
         except (ValueError, KeyError, TypeError):
             valid = False
         if not valid:
-            train.die(f"{path}, line {number}: not a HellaSwag item (ctx, 4 endings, label 0-3)")
+            die(f"{path}, line {number}: not a HellaSwag item (ctx, 4 endings, label 0-3)")
         items.append(item)
     if not items:
-        train.die(f"{path} holds no items")
+        die(f"{path} holds no items")
     return items
 
 
@@ -77,7 +79,7 @@ def render(enc, item, block_size):
     for ending in item["endings"]:
         tokens = enc.encode(" " + ending)
         if len(tokens) > block_size:
-            train.die(f"item {item.get('ind', item['ctx'][:40])!r}: an ending of {len(tokens)} tokens "
+            die(f"item {item.get('ind', item['ctx'][:40])!r}: an ending of {len(tokens)} tokens "
                       f"is longer than the model's block_size {block_size}")
         rows.append((context + tokens)[-(block_size + 1):])  # block_size inputs, each with its target
         lengths.append(len(tokens))
@@ -85,9 +87,9 @@ def render(enc, item, block_size):
 
 
 @torch.no_grad()
-def ending_losses(model, rows, lengths, device):
+def ending_losses(model, rows, lengths, device, precision=nullcontext()):
     """The cross-entropy of each row's last lengths[i] tokens, each given the tokens before
-    it: summed over the ending, and its mean per token."""
+    it: summed over the ending, and its mean per token. precision: the run's autocast."""
     width = max(map(len, rows))
     tokens = torch.zeros(len(rows), width, dtype=torch.long)  # padded at the end, where causality ignores it
     mask = torch.zeros(len(rows), width - 1)  # 1 where the target is an ending token
@@ -95,7 +97,7 @@ def ending_losses(model, rows, lengths, device):
         tokens[i, :len(row)] = torch.tensor(row)
         mask[i, len(row) - 1 - n:len(row) - 1] = 1
     tokens, mask = tokens.to(device), mask.to(device)
-    with autocast(device):
+    with precision:
         logits, _ = model(tokens[:, :-1])
     losses = F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none")
     summed = (losses * mask).sum(1)
@@ -129,7 +131,7 @@ def main(argv=None):
     model.to(device)
     enc = load_tokenizer()
     if cfg.vocab_size < enc.n_vocab:
-        train.die(f"the run in {args.out_dir} has vocab_size {cfg.vocab_size}, fewer than GPT-2's {enc.n_vocab} tokens")
+        die(f"the run in {args.out_dir} has vocab_size {cfg.vocab_size}, fewer than GPT-2's {enc.n_vocab} tokens")
     path = args.data_file
     if path is None:
         path = os.path.join(args.cache_dir, os.path.basename(URL))
@@ -141,7 +143,7 @@ def main(argv=None):
 
     preds = torch.zeros(2, len(items), dtype=torch.long, device=device)  # acc, acc_norm; 0 for other ranks' items
     for i in tqdm(range(rank, len(items), world_size), disable=rank != 0, unit="item", dynamic_ncols=True):
-        summed, mean = ending_losses(model, *render(enc, items[i], cfg.block_size), device)
+        summed, mean = ending_losses(model, *render(enc, items[i], cfg.block_size), device, autocast(cfg, device))
         preds[0, i], preds[1, i] = summed.argmin(), mean.argmin()
     if ddp:
         dist.all_reduce(preds)
@@ -151,12 +153,12 @@ def main(argv=None):
         result = {"n": len(items), "acc": acc, "acc_norm": acc_norm, "model": args.model,
                   "pred_norm": preds[1].tolist()}
         result_path = os.path.join(args.out_dir, "hellaswag.json")
-        train.save_atomically(result_path, lambda f: f.write(json.dumps(result).encode()))
+        save_atomically(result_path, lambda f: f.write(json.dumps(result).encode()))
         print(f"hellaswag: {len(items)} items, acc {acc:.4f}, acc_norm {acc_norm:.4f} "
               f"({args.model} model of {args.out_dir}); written to {result_path}")
     if ddp:
         dist.destroy_process_group()
-        train.exit_now(0)
+        exit_now(0)
 
 
 if __name__ == "__main__":

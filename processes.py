@@ -1,0 +1,172 @@
+"""
+The processes of a run under torchrun: they start together, agree on what they train, and
+stop together, whatever stops one of them.
+
+- start_processes: this process's rank, and the process group (NCCL when the run is on
+  GPUs, gloo on CPUs: the agreement goes over the same backend as the training).
+- agree: every process opens the run and checks everything that can differ between
+  processes or nodes (settings, data, checkpoint, device, model) before the first
+  collective; then all go on with the same run, or all stop with the message of the
+  process that failed, or with what they disagree on.
+- ending: an error on any process after that (a failed check, an exception, a peer that
+  died) makes every process exit non-zero, after the master has recorded the error.
+"""
+
+import os
+import sys
+import traceback
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from settings import ERROR_PREFIX, die, load_settings
+
+
+@dataclass
+class Processes:
+    """This process among those torchrun started; without torchrun, rank 0 of 1."""
+    ddp: bool = False
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def master(self):
+        return self.rank == 0  # the process that writes files and shows progress
+
+
+def start_processes(args):
+    """This process's place, from torchrun's RANK, LOCAL_RANK and WORLD_SIZE, and the process group,
+    joined before the settings are checked, so that a process whose checks fail still takes part in
+    the agreement."""
+    if "RANK" not in os.environ:
+        return Processes()
+    procs = Processes(True, *(int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")))
+    try:
+        device = load_settings(args).device
+    except SystemExit:
+        device = "auto"  # agree() reports the error
+    on_gpus = torch.cuda.is_available() and device != "cpu"
+    if on_gpus:
+        torch.cuda.set_device(procs.local_rank)  # NCCL's object collectives go through the current device
+    dist.init_process_group(backend="nccl" if on_gpus else "gloo")
+    return procs
+
+
+def gather(procs, value):
+    """value (any picklable object) of every process, in rank order."""
+    if not procs.ddp:
+        return [value]
+    values = [None] * procs.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def by_rank(values):
+    """'rank 1: x; ranks 0, 2: y': the processes' values (in rank order), grouped; None left out."""
+    ranks = {}
+    for rank, value in enumerate(values):
+        if value is not None:
+            ranks.setdefault(value, []).append(rank)
+    return "; ".join(f"rank{'s' if len(r) > 1 else ''} {', '.join(map(str, r))}: {value}" for value, r in ranks.items())
+
+
+def error_message(error):
+    """The one line that says what stopped a process: a failed check's message, or the exception."""
+    if isinstance(error, SystemExit):
+        return str(error.code).removeprefix(ERROR_PREFIX)
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
+
+
+def agree(procs, open_run):
+    """open_run() on every process, then the same run everywhere or a stop everywhere. The run's
+    state() is what every process must hold alike."""
+    try:
+        run, error = open_run(), None
+    except Exception as e:  # SystemExit of a failed check, or anything else, on this process only
+        if procs.ddp and not isinstance(e, SystemExit):
+            traceback.print_exc()
+        run, error = None, e
+    except SystemExit as e:
+        run, error = None, e
+    if not procs.ddp:
+        if error is not None:
+            raise error
+        return run
+    reports = gather(procs, (error and error_message(error), run and run.state()))
+    errors = [e for e, _ in reports]
+    if any(errors):
+        leave(procs)
+        die(by_rank(errors))
+    states = [state for _, state in reports]
+    differences = [f"{key}: {by_rank([repr(s[key]) for s in states])}" for key in states[0]
+                   if any(s[key] != states[0][key] for s in states)]
+    if differences:
+        leave(procs)
+        die(f"the processes do not hold the same run ({'; '.join(differences)}): out_dir must be on a file system "
+            f"they all share, and their settings and data the same")
+    return run
+
+
+def agree_on_fused(procs, fused_error):
+    """One implementation of the optimizer step for every process (rounding differs between them):
+    the compiled one where it runs on every process. fused_error: None where it runs here, else why not."""
+    errors = gather(procs, fused_error)
+    failed = [rank for rank, e in enumerate(errors) if e is not None]
+    if failed and procs.master:
+        where = "here" if procs.world_size == 1 else f"on rank{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed))}"
+        reason = errors[failed[0]].splitlines()[0][:200]
+        print(f"the optimizer's fused step does not compile {where} ({reason}); every process uses foreach")
+    return not failed
+
+
+@contextmanager
+def ending(procs, record_failure):
+    """How the processes end. Completed: each leaves with status 0. Stopped by an error on any process
+    (a peer's failure reaches the others as an error of their next collective): record_failure(message)
+    (result.json: failed), then a non-zero exit: in one process the error itself, under torchrun
+    status 1 at once, without waiting for peers that may be gone."""
+    try:
+        yield
+    except BaseException as error:
+        try:
+            record_failure(error_message(error))
+        except Exception:
+            traceback.print_exc()  # the original error matters more; it follows
+        if not procs.ddp:
+            raise
+        if isinstance(error, SystemExit):
+            print(error.code, file=sys.stderr)
+        else:
+            traceback.print_exc()
+        exit_now(1)
+    if procs.ddp:
+        leave(procs)
+        exit_now(0)
+
+
+def leave(procs):
+    """Leave the process group: a process that exits with gloo's threads still running may abort."""
+    if procs.ddp:
+        dist.destroy_process_group()
+
+
+def exit_now(code):
+    """Exit without running C++ destructors. After a multi-process run, gloo's threads can make a
+    normal exit abort in them (SIGABRT, "terminate called without an active exception"), so that
+    torchrun reports a failure for a run that completed, or a signal for one that stopped with a message."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def weights_checksum(state_dict):
+    """A CRC-32 of the tensors' bytes, in order: equal weights give equal checksums on every machine."""
+    crc = 0
+    for tensor in state_dict.values():
+        crc = zlib.crc32(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy(), crc)
+    return f"{crc:08x}"

@@ -1,0 +1,227 @@
+"""
+The settings of a training run, and what they make: the model, the optimizer, the
+learning-rate schedule and the arithmetic precision. train.py reads them; the tools that
+load a run (sample.py, tools/, studies/) read them back from its checkpoint.
+
+Settings start at their defaults, which are the GPT-2-124M recipe. Config files are Python
+files that assign some of them; --key=value arguments set one, its value a Python literal
+(--compile=False, --betas=(0.9,0.95)); a string may be bare (--out_dir=out/x). Later files
+and arguments win. What the defaults cost is worked out in docs/costs.md.
+"""
+
+import ast
+import math
+import os
+import runpy
+import types
+import typing
+from contextlib import nullcontext
+from dataclasses import dataclass, fields
+
+import torch
+
+from model import GPT, GPTConfig
+from pace import PACE
+
+
+@dataclass
+class Settings:
+    # data and output
+    data_dir: str = "data/fineweb10B"  # the shards written by prepare_fineweb.py
+    out_dir: str = "out"
+    resume: bool = False  # continue the run in out_dir from its ckpt.pt
+    # system
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (autocast; float16 with a gradient scaler); auto: bfloat16 on GPUs that have it, float16 on older GPUs, float32 on CPUs
+    compile: bool | None = None  # torch.compile the model; None: on for cuda, off for cpu
+    seed: int = 1337  # of the model's initialization
+    # model: GPT-2-124M
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded to a multiple of 64
+    # batch: gradient accumulation steps = total_batch_size / (batch_size * block_size * processes)
+    batch_size: int = 16  # sequences per micro-batch per process: as many as fit in memory
+    total_batch_size: int = 524288  # tokens per optimizer step: 2**19, about GPT-3 small's 0.5M
+    max_steps: int = 19073  # 10B tokens / total_batch_size: one pass over FineWeb 10B
+    # optimizer: the three methods are one PACE optimizer at three settings (make_optimizer)
+    optimizer: str = "adamw"  # adamw | ema (AdamW, the EMA returned) | pace (AdamW pulled toward the EMA, the EMA returned)
+    lr: float = 6e-4  # peak learning rate, GPT-3 small's
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    lambda_pullback: float = 0.15  # c, the pullback strength; used by pace only
+    clamp_pullback: bool = True  # clamp each coordinate's pullback gain to at most 1
+    ema_kappa: float | None = 0.2  # κ: the EMA decays as (1 + γ·max(0, t − ρ))^(−κ); None: a fixed beta_ema
+    ema_rho: float = 0.0  # ρ, steps before the EMA decay starts to shrink
+    ema_gamma: float = 1.0  # γ, the rate at which it shrinks
+    beta_ema: float = 0.01  # the fixed EMA decay when ema_kappa is None
+    ema_update_freq: int = 1  # update the EMA every this many steps
+    grad_clip: float = 1.0  # clip the global gradient norm to this; 0 disables clipping
+    # learning-rate schedule: linear warmup, then const | cos | wsd
+    schedule: str = "cos"  # cos: cosine decay to min_lr_ratio·lr; wsd: lr, then linear decay over the last decay_frac of the steps
+    warmup_steps: int = 700
+    min_lr_ratio: float = 0.1  # cos and wsd end at min_lr_ratio·lr
+    decay_frac: float = 0.2  # wsd only
+    # evaluation, logging, checkpoints (evaluation costs ~2.1% of the recipe's compute: docs/costs.md)
+    eval_interval: int = 500  # evaluate the returned model every this many steps, and after the last
+    vanilla_eval_interval: int = 1000  # ema, pace: the last iterate too, at evaluations of multiples of this and after the last
+    eval_tokens: int = 10_485_760  # the first this many tokens of the validation shard: the community's 10M
+    log_interval: int = 10  # read the training loss back from the device every this many steps
+    ckpt_interval: int = 1000  # write ckpt.pt every this many steps, and after the last
+    stats_interval: int = 250  # ema, pace: PACE's telemetry into step_logs every this many steps (pace.py's plain loop, <0.4%: docs/costs.md); 0: never
+    # Weights & Biases, as nanoGPT: the master process logs step_logs, eval_logs and the summary to it
+    wandb_log: bool = False  # needs pip install wandb
+    wandb_project: str = "pace"
+    wandb_run_name: str | None = None  # None: out_dir's last folder name
+
+
+# settings a resumed run may change: where files are and how the steps are executed, not what they compute
+# (stats_interval is not one: its steps take pace.py's plain loop, which rounds differently)
+RESUMABLE_CHANGES = ("data_dir", "out_dir", "resume", "device", "compile", "batch_size",
+                     "eval_interval", "vanilla_eval_interval", "log_interval", "ckpt_interval",
+                     "wandb_log", "wandb_project", "wandb_run_name")
+DEFAULTS = Settings()  # what a checkpoint written before a setting existed ran with
+ERROR_PREFIX = "train.py: error: "
+
+
+def die(message):
+    """Stop with a one-line message and exit status 1 (the message is the error)."""
+    raise SystemExit(f"{ERROR_PREFIX}{message}")
+
+
+def load_settings(args):
+    """Settings from the defaults, then config files and --key=value arguments in order."""
+    setting_types = {f.name: f.type for f in fields(Settings)}
+    values = {}
+
+    def set_value(key, value, source):
+        if key not in setting_types:
+            die(f"unknown setting {key!r} ({source}); valid settings: {', '.join(setting_types)}")
+        values[key] = typed(key, value, setting_types[key], source)
+
+    for arg in args:
+        if arg.startswith("--"):
+            key, eq, text = arg[2:].partition("=")
+            if not eq:
+                die(f"{arg}: expected --key=value")
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text  # a bare string
+            if setting_types.get(key) is str and not isinstance(value, str):
+                value = text  # --out_dir=1e3 is the folder "1e3"
+            set_value(key, value, arg)
+        else:
+            if not os.path.isfile(arg):
+                die(f"config file {arg} not found")
+            for key, value in runpy.run_path(arg).items():
+                if not key.startswith("_"):
+                    set_value(key, value, arg)
+    return Settings(**values)
+
+
+def settings_of(config):
+    """The Settings of a run from the config dict its checkpoint or result.json holds."""
+    return load_settings([f"--{key}={value!r}" for key, value in config.items()])
+
+
+def typed(key, value, typ, source):
+    """value as a value of type typ (an int is a float too), or a clear error."""
+    expected = typ
+    if isinstance(typ, types.UnionType):  # X | None
+        if value is None:
+            return None
+        typ = typing.get_args(typ)[0]
+    if typing.get_origin(typ) is tuple:
+        items = typing.get_args(typ)
+        if isinstance(value, (tuple, list)) and len(value) == len(items):
+            return tuple(typed(key, v, t, source) for v, t in zip(value, items))
+    elif typ is float and type(value) is int:
+        return float(value)
+    elif type(value) is typ:
+        return value
+    die(f"{key} must be {expected.__name__ if isinstance(expected, type) else expected}, got {value!r} ({source})")
+
+
+def check_settings(cfg):
+    """The checks of values that the types alone do not catch."""
+    for key, allowed in (("device", ("auto", "cpu", "cuda")), ("dtype", ("auto", "float32", "bfloat16", "float16")),
+                         ("optimizer", ("adamw", "ema", "pace")), ("schedule", ("const", "cos", "wsd"))):
+        if getattr(cfg, key) not in allowed:
+            die(f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
+    for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "batch_size", "total_batch_size",
+                "max_steps", "eval_interval", "vanilla_eval_interval", "eval_tokens", "log_interval", "ckpt_interval"):
+        if getattr(cfg, key) <= 0:
+            die(f"{key} must be positive, got {getattr(cfg, key)}")
+    if cfg.n_embd % cfg.n_head:
+        die(f"n_embd ({cfg.n_embd}) must be a multiple of n_head ({cfg.n_head})")
+    if cfg.eval_tokens % cfg.block_size:
+        die(f"eval_tokens ({cfg.eval_tokens}) must be a multiple of block_size ({cfg.block_size})")
+    for key in ("warmup_steps", "grad_clip", "stats_interval"):
+        if getattr(cfg, key) < 0:
+            die(f"{key} must not be negative, got {getattr(cfg, key)}")
+    if not 0 <= cfg.min_lr_ratio <= 1:
+        die(f"min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
+    if not 0 < cfg.decay_frac <= 1:
+        die(f"decay_frac must be in (0, 1], got {cfg.decay_frac}")
+    if cfg.optimizer == "pace" and cfg.lambda_pullback <= 0:
+        die("optimizer=pace needs lambda_pullback > 0 (with 0 it is optimizer=ema)")
+
+
+def device_type(cfg):
+    """cuda or cpu, from the device setting."""
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        die("device=cuda but no CUDA device is available")
+    return cfg.device
+
+
+def precision(cfg, device_type):
+    """(the autocast context of the dtype setting, its gradient scaler). float16 overflows where
+    bfloat16 and float32 do not: its loss is scaled up before backward and the gradients down
+    after, and a step whose gradients overflowed is skipped. Other dtypes get a disabled scaler."""
+    name = cfg.dtype
+    if name == "auto":
+        name = "float32" if device_type == "cpu" else "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    dtype = getattr(torch, name)
+    autocast = nullcontext() if dtype == torch.float32 else torch.autocast(device_type, dtype=dtype)
+    return autocast, torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
+
+
+def make_model(cfg):
+    """The GPT of the settings, initialized with their seed, on the CPU."""
+    torch.manual_seed(cfg.seed)
+    return GPT(GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                         n_head=cfg.n_head, n_embd=cfg.n_embd))
+
+
+def make_optimizer(cfg, model):
+    """adamw: no pullback, no EMA; ema: no pullback, the EMA returned; pace: pullback, the EMA returned."""
+    try:
+        return PACE(model.optim_groups(cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                    lambda_pullback=cfg.lambda_pullback if cfg.optimizer == "pace" else 0.0,
+                    use_ema_eval=cfg.optimizer != "adamw", clamp_pullback=cfg.clamp_pullback,
+                    ema_kappa=cfg.ema_kappa, ema_rho=cfg.ema_rho, ema_gamma=cfg.ema_gamma,
+                    beta_ema=cfg.beta_ema, ema_update_freq=cfg.ema_update_freq)
+    except ValueError as e:  # PACE names the bad argument, which is also the setting's name
+        die(e)
+
+
+def get_lr(step, cfg):
+    """The learning rate of the step that follows `step` completed steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "const":
+        return cfg.lr
+    decay_start = cfg.warmup_steps
+    if cfg.schedule == "wsd":
+        decay_start = max(decay_start, cfg.max_steps - round(cfg.decay_frac * cfg.max_steps))
+        if step < decay_start:
+            return cfg.lr
+    progress = (step - decay_start) / (cfg.max_steps - decay_start)  # from 0 to almost 1
+    decay = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cos" else 1 - progress
+    min_lr = cfg.min_lr_ratio * cfg.lr
+    return min_lr + decay * (cfg.lr - min_lr)
