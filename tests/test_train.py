@@ -1,7 +1,6 @@
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import socket
@@ -15,7 +14,6 @@ import torch
 
 import checkpoint
 import pace
-import processes
 import train
 from model import GPT, GPTConfig, mean_loss
 from prepare_fineweb import write_shard
@@ -100,9 +98,9 @@ def start(log, *command, env=SUBPROCESS_ENV):
     return proc
 
 
-def start_ranks(tmp_path, *ranks):
+def start_ranks(tmp_path, *ranks, fault=None):
     """Processes of train.py as torchrun starts them, but each with its own (arguments, environment),
-    as processes on different nodes may differ."""
+    as processes on different nodes may differ; with a fault planted (tests/train_with_fault.py)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -110,8 +108,16 @@ def start_ranks(tmp_path, *ranks):
     for rank, (args, env) in enumerate(ranks):
         env = {**SUBPROCESS_ENV, **env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(len(ranks)),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        procs.append(start(tmp_path / f"rank{rank}.log", sys.executable, "train.py", *args, env=env))
+        procs.append(start(tmp_path / f"rank{rank}.log", *with_fault(fault, env), *args, env=env))
     return procs
+
+
+def with_fault(fault, env):
+    """The command that runs train.py, with the fault planted when there is one (env gains what it needs)."""
+    if fault is None:
+        return sys.executable, "train.py"
+    env.update(FAULT=fault, PYTHONPATH=REPO)
+    return sys.executable, os.path.join("tests", "train_with_fault.py")
 
 
 def all_exit(procs, returncode, timeout=240):
@@ -336,52 +342,6 @@ def test_non_finite_loss_stops_the_run(data_dir, tmp_path):
     assert ckpt["step"] == bad_step - 1
 
 
-# every process agrees, or every process stops
-
-def test_a_check_failing_on_one_rank_stops_every_rank(data_dir, tmp_path):
-    # rank 1 is on a node whose copy of the data is missing
-    out, missing = tmp_path / "out", tmp_path / "missing"
-    procs = start_ranks(tmp_path, (args_for(data_dir, out, "--max_steps=2"), {}), (args_for(missing, out, "--max_steps=2"), {}))
-    for output in all_exit(procs, 1):
-        assert f"train.py: error: rank 1: no training shards {missing / 'fineweb_train_*.bin'}" in output
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("rank_1_sees", ["no checkpoint", "another checkpoint"])
-def test_resume_stops_when_the_ranks_load_different_states(data_dir, tmp_path, rank_1_sees):
-    # rank 1 is on a node whose out_dir is not the shared one: empty, or holding another run's checkpoint
-    common = ["--max_steps=4", "--eval_interval=4", "--ckpt_interval=2"]
-    shared, local = tmp_path / "shared", tmp_path / "local"
-    first = run(data_dir, shared, *common)
-    if rank_1_sees == "another checkpoint":
-        shutil.copytree(shared, local)
-        ckpt = torch.load(local / "ckpt.pt")
-        ckpt["model"]["lm_head.weight"][0, 0] += 1e-3
-        torch.save(ckpt, local / "ckpt.pt")
-    before = (shared / "ckpt.pt").read_bytes()
-    resume = [*common, "--resume=True"]
-    procs = start_ranks(tmp_path, (args_for(data_dir, shared, *resume), {}), (args_for(data_dir, local, *resume), {}))
-    for output in all_exit(procs, 1):
-        message = output.split("train.py: error: ")[1]
-        assert message.startswith("the processes do not hold the same run (")
-        assert "out_dir must be on a file system they all share" in message
-        assert re.search(r"weights checksum: rank 0: '[0-9a-f]{8}'; rank 1: ", message)
-        assert ("step: rank 0: 4; rank 1: 0" in message) == (rank_1_sees == "no checkpoint")
-    assert (shared / "ckpt.pt").read_bytes() == before and read_result(shared) == first
-
-
-def test_a_compile_failure_on_one_rank_sends_every_rank_to_foreach(data_dir, tmp_path):
-    if pace.fused_error("cpu") is not None:
-        pytest.skip(f"the fused step does not compile on this machine either: {pace.fused_error('cpu')}")
-    # rank 1 is on a node without a C++ compiler (and with an empty compile cache)
-    no_compiler = {"CXX": str(tmp_path / "no" / "g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
-    args = args_for(data_dir, tmp_path / "out", "--optimizer=pace", "--max_steps=2")
-    rank_0, rank_1 = all_exit(start_ranks(tmp_path, (args, {}), (args, no_compiler)), 0)
-    assert rank_0.count("the optimizer's fused step does not compile on rank 1 (") == 1
-    assert "No working C++ compiler" in rank_0 and "does not compile" not in rank_1
-    assert read_result(tmp_path / "out")["summary"]["status"] == "completed"
-
-
 def test_the_optimizer_graph_is_compiled_once_on_large_tensors(data_dir, tmp_path, monkeypatch):
     """train.py's probe compiles the graph every step reuses, with tensors of GPU-kernel size: inductor
     sizes a GPU kernel's blocks by the tensors it is compiled with, whatever comes later."""
@@ -401,10 +361,6 @@ def test_the_optimizer_graph_is_compiled_once_on_large_tensors(data_dir, tmp_pat
     run(data_dir, tmp_path / "out", "--optimizer=pace", "--max_steps=3")
     # the per-step scalars (5 values), and every tensor slot at COMPILE_NUMEL; no graph after it
     assert compiled_with == [[5, pace.COMPILE_NUMEL]]
-
-
-def test_ranks_are_grouped_by_what_they_saw():
-    assert processes.by_rank(["a", None, "b", "a"]) == "ranks 0, 3: a; rank 2: b"
 
 
 # checkpoints
