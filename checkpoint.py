@@ -12,6 +12,7 @@ import os
 
 import torch
 
+from model import GPT2_VOCAB_SIZE, from_hf_gpt2
 from prepare_fineweb import first_line
 from settings import die, make_model, make_optimizer, precision, settings_of
 
@@ -23,9 +24,14 @@ MODELS = ("returned", "last")  # what a method returns (the EMA for ema and pace
 def save_atomically(path, save):
     """Write path through a temporary file: a crash at any moment leaves the old file or the new one, whole."""
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        save(f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            save(f)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a lost permission: the old file stays, the half-written one goes
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def save_json(path, value):
@@ -89,3 +95,55 @@ def get_device(name):
 def autocast(cfg, device):
     """The autocast context the run trained in (its dtype setting), on device."""
     return precision(cfg, torch.device(device).type)[0]
+
+
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # OpenAI's GPT-2s on the Hugging Face hub
+SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")  # the settings a model's weights fix
+
+
+def initial_weights(cfg, given):
+    """The weights that init_from names, as a state_dict for the model of cfg, once cfg's shape is
+    theirs (take_shape): GPT-2's 50,257 tokens padded to the vocab_size setting, as the model's own
+    vocabulary is; a run's weights as they are."""
+    source = cfg.init_from
+    if source in GPT2_NAMES or os.path.isfile(os.path.join(source, "config.json")):
+        shape, hf_state = hf_gpt2_weights(source)
+        if cfg.vocab_size < GPT2_VOCAB_SIZE:
+            die(f"vocab_size is {cfg.vocab_size} but init_from={source} has GPT-2's {GPT2_VOCAB_SIZE} tokens")
+        take_shape(cfg, given, shape, f"init_from={source}")
+        return from_hf_gpt2(hf_state, cfg)
+    if os.path.isfile(os.path.join(source, "ckpt.pt")):
+        model, opt, run_cfg = load_run(source)
+        if cfg.init_weights == "returned":
+            opt.eval()  # the EMA into the model, for ema and pace runs
+        take_shape(cfg, given, {k: getattr(run_cfg, k) for k in SHAPE}, f"init_from={source}")
+        return {name: tensor[:cfg.block_size] if name == "transformer.wpe.weight" else tensor
+                for name, tensor in model.state_dict().items()}
+    die(f"init_from={source}: not scratch, one of {', '.join(GPT2_NAMES)}, a folder holding a Hugging Face "
+        f"GPT-2 (config.json) nor a run's out_dir (ckpt.pt)")
+
+
+def take_shape(cfg, given, shape, source):
+    """cfg's shape settings set to `shape` (a model's), but for a given block_size that crops its
+    position embedding; a given setting that contradicts it is an error naming both values."""
+    for key, value in shape.items():
+        if key in given and given[key] != value and not (key == "block_size" and given[key] < value):
+            die(f"{key} is {given[key]} but {source} has {value}"
+                + (" (block_size may be smaller: the position embedding is cropped)" if key == "block_size" else ""))
+        if key not in given:
+            setattr(cfg, key, value)
+
+
+def hf_gpt2_weights(source):
+    """({n_layer, n_head, n_embd, block_size}, the state_dict) of a Hugging Face GPT-2: one of
+    GPT2_NAMES (downloaded by transformers, or from its cache offline) or a folder."""
+    try:
+        from transformers import GPT2LMHeadModel
+    except ImportError:
+        die(f"init_from={source} needs transformers: pip install transformers")
+    try:
+        hf = GPT2LMHeadModel.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        die(f"init_from={source}: transformers cannot load it: {first_line(e)}")
+    c = hf.config
+    return {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd, "block_size": c.n_positions}, hf.state_dict()

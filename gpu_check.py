@@ -166,9 +166,20 @@ def check_cpu_checkpoint(ctx):
             summary["status"] == "completed" and summary["steps"] == 12)
 
 
+def check_stop_flag(ctx):
+    """The cost per step of agreeing on a stop signal (preemption) over NCCL, 2 processes."""
+    code, output = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                        "bench.stop_flag", f"--device={ctx.device}"])
+    match = re.search(r"adds (-?\d+) us per step", output)
+    if code != 0 or not match:
+        return f"exit {code}", "runs", False
+    return f"{match.group(1)} us per step", "< 200 us per step", int(match.group(1)) < 200
+
+
 CHECKS = {  # name -> (function, needs a GPU)
     "smoke": (lambda ctx: check_smoke(ctx, 1), False),
     "smoke2": (lambda ctx: check_smoke(ctx, 2), True),
+    "stop_flag": (check_stop_flag, True),
     "optimizer": (check_optimizer, True),
     "loss_chunk": (check_loss_chunk, True),
     "memory": (check_memory, True),
@@ -204,8 +215,9 @@ def main(argv=None):
         for name in names:
             check, needs_gpu = CHECKS[name]
             start = time.time()
-            if (needs_gpu and not gpus) or (name == "smoke2" and gpus < 2):
-                value, expectation, result = "needs " + ("2 GPUs" if name == "smoke2" else "a GPU"), "-", "skipped"
+            two = name in ("smoke2", "stop_flag")
+            if (needs_gpu and not gpus) or (two and gpus < 2):
+                value, expectation, result = "needs " + ("2 GPUs" if two else "a GPU"), "-", "skipped"
             else:
                 value, expectation, passed = check(ctx)
                 result = "pass" if passed else "FAIL"

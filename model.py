@@ -106,6 +106,30 @@ def fused_cross_entropy(x, weight, targets, chunk_size, buffer=None):
     return _chunked_cross_entropy(x, weight, targets, chunk_size, False, buffer)[0] / len(targets)
 
 
+GPT2_VOCAB_SIZE = 50257  # GPT-2's tokens: tiktoken's r50k_base, 50,000 merges, 256 bytes, <|endoftext|>
+# the linear layers Hugging Face's GPT-2 keeps as Conv1D, whose weight is (in, out): ours transposed
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def from_hf_gpt2(hf_state_dict, config):
+    """A Hugging Face GPT-2's weights (nanoGPT kept its names) as this GPT's state_dict for config:
+    the Conv1D weights transposed, the embedding padded with zero rows to config.vocab_size, the
+    position embedding cropped to config.block_size."""
+    state = {}
+    for name, tensor in hf_state_dict.items():
+        if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
+            continue  # the causal mask's buffers, and the output layer tied to the embedding
+        if name.endswith(CONV1D_WEIGHTS):
+            tensor = tensor.t()
+        if name == "transformer.wte.weight":
+            tensor = torch.cat([tensor, tensor.new_zeros(config.vocab_size - len(tensor), tensor.size(1))])
+        if name == "transformer.wpe.weight":
+            tensor = tensor[:config.block_size]
+        state[name] = tensor.contiguous()
+    state["lm_head.weight"] = state["transformer.wte.weight"]
+    return state
+
+
 @dataclass
 class GPTConfig:
     block_size: int = 1024  # longest sequence the model can read

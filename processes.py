@@ -13,11 +13,13 @@ stop together, whatever stops one of them.
 """
 
 import os
+import signal
 import sys
 import traceback
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -52,7 +54,13 @@ def start_processes(args):
     on_gpus = torch.cuda.is_available() and device != "cpu"
     if on_gpus:
         torch.cuda.set_device(procs.local_rank)  # NCCL's object collectives go through the current device
-    dist.init_process_group(backend="nccl" if on_gpus else "gloo")
+    # torchrun --max_restarts starts the group again in the store of the first attempt: each attempt's keys
+    # under a prefix of its own, or a restarted process would dial a peer that is gone (gloo's "connectFullMesh
+    # failed ... Connection refused")
+    store, _, _ = next(dist.rendezvous("env://"))
+    store = dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    dist.init_process_group(backend="nccl" if on_gpus else "gloo", store=store, rank=procs.rank,
+                            world_size=procs.world_size)
     return procs
 
 
@@ -126,12 +134,13 @@ def agree_on_fused(procs, fused_error):
 
 @contextmanager
 def ending(procs, record_failure):
-    """How the processes end. Completed: each leaves with status 0. Stopped by an error on any process
-    (a peer's failure reaches the others as an error of their next collective): record_failure(message)
-    (result.json: failed), then a non-zero exit: in one process the error itself, under torchrun
-    status 1 at once, without waiting for peers that may be gone."""
+    """How the processes end. Completed: each leaves with the status the block sets (end.status: 0, or
+    EXIT_PREEMPTED). Stopped by an error on any process (a peer's failure reaches the others as an error
+    of their next collective): record_failure(message) (result.json: failed), then a non-zero exit: in
+    one process the error itself, under torchrun status 1 at once, without waiting for peers that may be gone."""
+    end = SimpleNamespace(status=0)
     try:
-        yield
+        yield end
     except BaseException as error:
         try:
             record_failure(error_message(error))
@@ -146,7 +155,55 @@ def ending(procs, record_failure):
         exit_now(1)
     if procs.ddp:
         leave(procs)
-        exit_now(0)
+        exit_now(end.status)
+    if end.status:
+        sys.exit(end.status)
+
+
+EXIT_PREEMPTED = 75  # sysexits' EX_TEMPFAIL: stopped by a signal after a checkpoint; resume it with --resume=True
+
+
+class Preemption:
+    """SIGTERM or SIGUSR1, which SLURM, Kubernetes, spot instances and torchrun send before they stop a
+    job, ask the run to stop: it finishes the step in flight, writes its checkpoint and result.json
+    ("preempted") and exits with EXIT_PREEMPTED. A second signal changes nothing. Under torchrun one
+    process's signal stops every process after the same step: each step all-reduces the flag, one
+    number, and reads the previous step's, which is complete by then (on a GPU nothing waits for it)."""
+
+    def __init__(self, procs, device):
+        self.procs, self.device, self.received, self.pending = procs, device, None, None
+        self.previous = {signum: signal.signal(signum, self.receive) for signum in (signal.SIGTERM, signal.SIGUSR1)}
+
+    def close(self):
+        """The handlers from before, once the run has ended."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def receive(self, signum, frame):
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+            print(f"{self.received}: stopping after the step in flight, with a checkpoint", file=sys.stderr, flush=True)
+
+    def requested(self):
+        """Whether this process stops after the step just taken (every process answers alike)."""
+        if not self.procs.ddp:
+            return self.received is not None
+        agreed = False
+        if self.pending is not None:  # the previous step's flag: its all-reduce is done by now
+            host, copied = self.pending
+            if copied is not None:
+                copied.synchronize()
+            agreed = host.item() > 0
+        flag = torch.tensor([float(self.received is not None)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # on a GPU queued on the stream: this process does not wait
+        if flag.is_cuda:  # copied to the host behind this step's work, read at the next step
+            host, copied = torch.empty(1, pin_memory=True), torch.cuda.Event()
+            host.copy_(flag, non_blocking=True)
+            copied.record()
+            self.pending = host, copied
+        else:
+            self.pending = flag, None
+        return agreed
 
 
 def leave(procs):

@@ -35,6 +35,8 @@ class Settings:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (autocast; float16 with a gradient scaler); auto: bfloat16 on GPUs that have it, float16 on older GPUs, float32 on CPUs
     compile: bool | None = None  # torch.compile the model; None: on for cuda, off for cpu
     seed: int = 1337  # of the model's initialization
+    init_from: str = "scratch"  # scratch | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | a Hugging Face GPT-2 folder | a run's out_dir
+    init_weights: str = "returned"  # init_from a run: its returned model (the EMA for ema and pace) or its last iterate
     # model: GPT-2-124M
     n_layer: int = 12
     n_head: int = 12
@@ -93,6 +95,11 @@ def die(message):
 
 def load_settings(args):
     """Settings from the defaults, then config files and --key=value arguments in order."""
+    return Settings(**given_settings(args))
+
+
+def given_settings(args):
+    """{key: value} of the settings that config files and --key=value arguments give, in order."""
     setting_types = {f.name: f.type for f in fields(Settings)}
     values = {}
 
@@ -119,7 +126,7 @@ def load_settings(args):
             for key, value in runpy.run_path(arg).items():
                 if not key.startswith("_"):
                     set_value(key, value, arg)
-    return Settings(**values)
+    return values
 
 
 def settings_of(config):
@@ -148,6 +155,7 @@ def typed(key, value, typ, source):
 def check_settings(cfg):
     """The checks of values that the types alone do not catch."""
     for key, allowed in (("device", ("auto", "cpu", "cuda")), ("dtype", ("auto", "float32", "bfloat16", "float16")),
+                         ("init_weights", ("returned", "last")),
                          ("optimizer", ("adamw", "ema", "pace")), ("schedule", ("const", "cos", "wsd"))):
         if getattr(cfg, key) not in allowed:
             die(f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")

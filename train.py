@@ -31,13 +31,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint, save_atomically, save_json
+from checkpoint import SHAPE, initial_weights, load_checkpoint, save_atomically, save_json, take_shape
 from model import mean_loss
 from pace import fused_error
 from prepare_fineweb import ShardError, read_shard
-from processes import agree, agree_on_fused, ending, start_processes, weights_checksum
+from processes import EXIT_PREEMPTED, Preemption, agree, agree_on_fused, ending, start_processes, weights_checksum
 from settings import (DEFAULTS, RESUMABLE_CHANGES, Settings, check_settings, device_type, die, get_lr,
-                      load_settings, make_model, make_optimizer, precision)
+                      given_settings, make_model, make_optimizer, precision)
 
 # dense bf16 peak FLOP/s (no sparsity) of some GPUs, for the MFU in the progress bar. The first name
 # found as whole words in torch.cuda.get_device_name() wins: "NVIDIA H100 80GB HBM3" is the SXM card.
@@ -131,10 +131,10 @@ class Run:
 
     def __init__(self, args, procs):
         # settings
-        cfg = self.cfg = load_settings(args)
+        given = given_settings(args)
+        cfg = self.cfg = Settings(**given)
         check_settings(cfg)
         self.procs = procs
-        self.config = {k: v for k, v in asdict(cfg).items() if k != "resume"}  # resume is an action, not part of the run
         # device and precision
         self.device_type = device_type(cfg)
         self.device = f"cuda:{procs.local_rank}" if self.device_type == "cuda" else "cpu"
@@ -147,9 +147,18 @@ class Run:
             die(f"total_batch_size ({cfg.total_batch_size}) must be a multiple of batch_size * block_size * processes "
                 f"= {cfg.batch_size} * {cfg.block_size} * {procs.world_size} = {tokens_per_micro_step}")
         self.wandb_module = import_wandb() if cfg.wandb_log and procs.master else None  # the master logs, from start() on
-        # out_dir: a new run, or the checkpoint of the one to resume
+        # out_dir: a new run, or the checkpoint of the one to resume; a new run may start from the weights
+        # of init_from, whose shape is the model's
         self.ckpt_path, self.result_path = os.path.join(cfg.out_dir, "ckpt.pt"), os.path.join(cfg.out_dir, "result.json")
         ckpt = self.checkpoint_to_resume()
+        start_weights = None
+        if cfg.init_from != "scratch" and ckpt is None:
+            start_weights = initial_weights(cfg, given)
+        elif cfg.init_from != "scratch":
+            take_shape(cfg, given, {k: ckpt["config"][k] for k in SHAPE}, f"the run in {cfg.out_dir}")
+        self.config = {k: v for k, v in asdict(cfg).items() if k != "resume"}  # resume is an action, not part of the run
+        if ckpt is not None:
+            self.check_resumable(ckpt)
         # data: the training shards, and this process's share of the validation sequences, on the device once
         try:
             self.loader = DataLoader(cfg.data_dir, cfg.batch_size, cfg.block_size,
@@ -166,6 +175,8 @@ class Run:
         self.val_share = torch.from_numpy(val_tokens[lo * cfg.block_size:hi * cfg.block_size + 1].astype(np.int64)).to(self.device)
         # model and optimizer, at the checkpoint's state when resuming
         self.raw_model = make_model(cfg).to(self.device)
+        if start_weights is not None:
+            self.raw_model.load_state_dict(start_weights)  # the EMA starts from them, at the first step
         self.opt = make_optimizer(cfg, self.raw_model)
         self.step, self.eval_logs, self.step_logs, self.past_wall_time, self.eval_time = 0, [], [], 0.0, 0.0
         self.checksum = None  # of the weights in the checkpoint
@@ -177,16 +188,18 @@ class Run:
         """The checkpoint to resume from, or None for a new run."""
         cfg = self.cfg
         if cfg.resume and os.path.exists(self.ckpt_path):
-            ckpt = load_checkpoint(self.ckpt_path)
-            for key, value in self.config.items():
-                saved = ckpt["config"].get(key, getattr(DEFAULTS, key))  # a setting newer than the run: its default
-                if key not in RESUMABLE_CHANGES and saved != value:
-                    die(f"{key} is {value!r} but the run in {cfg.out_dir} has {saved!r}; "
-                        f"a resumed run must keep it (or start a new out_dir)")
-            return ckpt
+            return load_checkpoint(self.ckpt_path)
         if not cfg.resume and (os.path.exists(self.ckpt_path) or os.path.exists(self.result_path)):
             die(f"{cfg.out_dir} already holds a run: continue it with --resume=True or choose another out_dir")
         return None
+
+    def check_resumable(self, ckpt):
+        """The settings that change what is computed must be the run's."""
+        for key, value in self.config.items():
+            saved = ckpt["config"].get(key, getattr(DEFAULTS, key))  # a setting newer than the run: its default
+            if key not in RESUMABLE_CHANGES and saved != value:
+                die(f"{key} is {value!r} but the run in {self.cfg.out_dir} has {saved!r}; "
+                    f"a resumed run must keep it (or start a new out_dir)")
 
     def restore(self, ckpt):
         self.raw_model.load_state_dict(ckpt["model"])
@@ -242,6 +255,7 @@ class Run:
                 self.wandb_module.init(project=cfg.wandb_project, config=self.config,
                                        name=cfg.wandb_run_name or os.path.basename(os.path.normpath(cfg.out_dir)))
                 self.wandb = self.wandb_module
+        self.preemption = Preemption(procs, self.device)  # from here on, SIGTERM and SIGUSR1 stop the run after a step
         self.pending = []  # (step, lr, loss, grad norm, telemetry, skipped) of the steps not yet logged
         self.bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not procs.master, unit="step", dynamic_ncols=True)
         self.last_log_time, self.last_log_step = time.time(), self.step
@@ -356,6 +370,7 @@ class Run:
         """The last result.json (its final wall time) and the end of the progress bar and of wandb."""
         if self.bar is not None:
             self.bar.close()
+            self.preemption.close()
         if self.procs.master:
             summary = self.write_result(status, error)
             if self.wandb is not None:
@@ -411,18 +426,24 @@ def train(run):
         opt.zero_grad()
         run.step += 1
         run.bar.update()
-        # logging (one read-back from the device per log_interval steps), evaluation, checkpoint
+        # logging (one read-back from the device per log_interval steps), evaluation, checkpoint; a signal
+        # to stop (preemption) stops every process after this step, with a checkpoint
         run.pending.append((run.step, lr, loss_sum, grad_norm, stats, skipped))
         eval_due, ckpt_due = due(run.step, cfg.eval_interval, cfg), due(run.step, cfg.ckpt_interval, cfg)
-        if run.step % cfg.log_interval == 0 or eval_due or ckpt_due:
+        preempted = run.preemption.requested() and run.step < cfg.max_steps
+        if run.step % cfg.log_interval == 0 or eval_due or ckpt_due or preempted:
             run.log()
         if eval_due:
             run.evaluate()
-        if ckpt_due:
+        if ckpt_due or preempted:
             run.save_checkpoint()
+        if preempted:
+            run.finish("preempted")
+            return EXIT_PREEMPTED
         if eval_due or ckpt_due:
             run.last_log_time = time.time()  # tokens/s measures training, not evaluations and checkpoints
     run.finish()
+    return 0
 
 
 def main(args):
@@ -431,10 +452,10 @@ def main(args):
         return
     procs = start_processes(args)  # torchrun's processes, or this one alone
     run = None  # until every process has opened it, nothing is written
-    with ending(procs, lambda message: run and run.record_failure(message)):  # all complete, or all stop
+    with ending(procs, lambda message: run and run.record_failure(message)) as end:  # all complete, or all stop
         run = agree(procs, lambda: Run(args, procs))  # every process opens the same run, or every one stops
         run.start()
-        train(run)
+        end.status = train(run)  # 0, or EXIT_PREEMPTED
 
 
 if __name__ == "__main__":

@@ -5,13 +5,17 @@
     FAULT=step@0:3    rank 0 raises in step 3
     FAULT=overflow:3  every rank's gradients overflow in step 3 (a float16 scaler skips it)
     FAULT=kill@1:5    rank 1 is SIGKILLed in step 5, once (a marker file in out_dir remembers it)
+    FAULT=save@2      the 2nd checkpoint write fails half way: "No space left on device"
 
 Everything else is train.py's own code (run with PYTHONPATH set to the repository).
 """
 
+import errno
 import os
 import signal
 import sys
+
+import torch
 
 import pace
 import settings
@@ -54,6 +58,17 @@ elif where == "step":
 elif where == "kill":
     fault_rank, step = map(int, rest.split(":"))
     at_step(fault_rank, step, kill_once)
+elif where == "save":
+    torch_save, saves = torch.save, []
+
+    def save_then_fail(obj, f):
+        saves.append(1)
+        if len(saves) < int(rest):
+            return torch_save(obj, f)
+        f.write(b"\x00" * 1000)  # half a checkpoint
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    torch.save = save_then_fail
 elif where.startswith("overflow:"):
     step = int(where.split(":")[1])
 

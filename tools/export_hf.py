@@ -1,7 +1,7 @@
 """
 Export the model a train.py run returns as a Hugging Face GPT-2, with GPT-2's tokenizer.
 
-    python export_hf.py --out_dir=out/gpt2 --hf_dir=hf/gpt2-pace [--model=returned|last]
+    python -m tools.export_hf --out_dir=out/demo/pace --hf_dir=hf/demo-pace [--model=returned|last]
 
 hf_dir then holds a GPT2LMHeadModel (config.json, model.safetensors; the vocabulary cut
 from the padded 50,304 rows to GPT-2's 50,257 tokens) and the tokenizer files, written
@@ -19,12 +19,9 @@ import shutil
 import sys
 
 from checkpoint import MODELS, load_model
+from model import CONV1D_WEIGHTS, GPT2_VOCAB_SIZE
 from prepare_fineweb import load_tokenizer
 from settings import die
-
-GPT2_VOCAB_SIZE = 50257  # tiktoken's r50k_base: 50,000 merges, 256 bytes, <|endoftext|>
-# the linear layers Hugging Face's GPT-2 keeps as Conv1D, whose weight is (in, out): ours transposed
-CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
 def hf_gpt2(model, vocab_size):
