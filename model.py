@@ -15,20 +15,16 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn import functional as F
 
-# Tokens per chunk of the fused output layer + loss, per device type. CPU: measured on this
-# repository's 2-core CPU (docs/measurements.md): a chunk's logits stay in cache-friendly 0.4 GB
-# and larger chunks gained nothing. CUDA: every chunk adds its gradient into the float32
-# vocab x n_embd buffer (a 154 MB read and write for GPT-2), so a 64 x 1,024 micro-batch in
-# chunks of 8,192 tokens makes 8 such passes (~2.5 GB, ~1 ms on an H100) where 2,048 made 32,
-# while a chunk holds ~3.3 GB (float32 logits and probabilities); gpu_check.py times its neighbours.
+# Tokens per chunk of the fused output layer + loss, per device type (docs/measurements.md, docs/gpus.md).
+# CPU: chosen by measurement on a 2-core CPU. CUDA: every chunk adds its gradient into the float32
+# vocab x n_embd buffer, a read and a write of it, so fewer, larger chunks: a quarter of the passes of
+# 2,048-token chunks, while a chunk's logits and probabilities stay a few GB (gpu_check.py times the neighbours).
 LOSS_CHUNK = {"cpu": 2048, "cuda": 8192}
 
 
 class LogitsBuffer:
     """Memory for one chunk's logits, reused by every chunk of every call. On a CPU, fresh memory
-    costs as much in page faults (the first write to each page) as the product that fills it:
-    a new 0.2 GB tensor per chunk doubled the loss's time, and a new one per step still took 40 ms
-    of a 1.3 s configs/cpu.py step (measured)."""
+    costs page faults on its first write, as much as the product that fills it (docs/measurements.md)."""
 
     def __init__(self):
         self.tensor = None

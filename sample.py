@@ -1,8 +1,8 @@
 """
 Sample text from the model a train.py run returns, as nanoGPT's sample.py does.
 
-    python sample.py --out_dir=out/cpu --start="def main(" --num_samples=3 --max_new_tokens=100
-    python sample.py --out_dir=out/cpu --start=FILE:prompt.txt --model=last
+    python sample.py --out_dir=out/demo/pace --start="The os module" --num_samples=3 --max_new_tokens=100
+    python sample.py --out_dir=out/demo/pace --start=FILE:prompt.txt --model=last
 
 --model=returned (the default) is the model the method returns: the EMA of the weights
 for ema and pace runs, the last iterate for adamw. --model=last is the last iterate.

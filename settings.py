@@ -6,7 +6,7 @@ load a run (sample.py, tools/, studies/) read them back from its checkpoint.
 Settings start at their defaults, which are the GPT-2-124M recipe. Config files are Python
 files that assign some of them; --key=value arguments set one, its value a Python literal
 (--compile=False, --betas=(0.9,0.95)); a string may be bare (--out_dir=out/x). Later files
-and arguments win. What the defaults cost is worked out in docs/costs.md.
+and arguments win. What the defaults cost is worked out in docs/measurements.md.
 """
 
 import ast
@@ -66,13 +66,13 @@ class Settings:
     warmup_steps: int = 700
     min_lr_ratio: float = 0.1  # cos and wsd end at min_lr_ratio·lr
     decay_frac: float = 0.2  # wsd only
-    # evaluation, logging, checkpoints (evaluation costs ~2.1% of the recipe's compute: docs/costs.md)
+    # evaluation, logging, checkpoints (what evaluation costs: docs/measurements.md)
     eval_interval: int = 500  # evaluate the returned model every this many steps, and after the last
     vanilla_eval_interval: int = 1000  # ema, pace: the last iterate too, at evaluations of multiples of this and after the last
     eval_tokens: int = 10_485_760  # the first this many tokens of the validation shard: the community's 10M
     log_interval: int = 10  # read the training loss back from the device every this many steps
     ckpt_interval: int = 1000  # write ckpt.pt every this many steps, and after the last
-    stats_interval: int = 250  # ema, pace: PACE's telemetry into step_logs every this many steps (pace.py's plain loop, <0.4%: docs/costs.md); 0: never
+    stats_interval: int = 250  # ema, pace: PACE's telemetry into step_logs every this many steps (pace.py's plain loop: docs/measurements.md); 0: never
     # Weights & Biases, as nanoGPT: the master process logs step_logs, eval_logs and the summary to it
     wandb_log: bool = False  # needs pip install wandb
     wandb_project: str = "pace"

@@ -224,7 +224,7 @@ def bpb_cell(runs, key):
 
 
 def load_selection(folder, command):
-    """FOLDER/selection.json, which sweep.py select writes."""
+    """FOLDER/selection.json, which select writes."""
     path = Path(folder) / "selection.json"
     try:
         selection = json.loads(path.read_text())
@@ -313,7 +313,7 @@ def print_blends(folder, selection, tested):
                               "test, returned model", "Δ best α − returned"], rows))
     if missing:
         print(f"\nNo tuning-half blends for {', '.join(missing)} (seeds {', '.join(map(str, seeds))} of the selected "
-              "lr): no α chosen; evaluate.py scores blends from a run's ckpt.pt")
+              "lr): no α chosen; tools/evaluate.py scores blends from a run's ckpt.pt")
 
 
 def print_gains(tested):

@@ -240,7 +240,7 @@ def curves(args):
     runs = load_runs(args.runs)
     path = args.out or str(Path(os.path.commonpath([run_folder(p).resolve() for p in args.runs])) / "curves.png")
     if plot_curves(runs, path) is None:
-        print("sweep.py: matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        print("plots.py: matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
         return 1
     print(f"curves: {path}")
     return 0

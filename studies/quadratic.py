@@ -51,9 +51,9 @@ step where the two are equal (beta = 0.01 is kappa = 0.5 at t = 10^4).
 
 Examples:
 
-    python quadratic.py                                       # the default table, ~1 minute
-    python quadratic.py --form sgd --spread 1,10,100,1000 --c 1,10,50 --beta 0.01,0.001 --chains 64
-    python quadratic.py --form adamw --noise 0 --plot ''      # equal noise: no 1/sigma in the gain
+    python -m studies.quadratic                                       # the default table, ~1 minute
+    python -m studies.quadratic --form sgd --spread 1,10,100,1000 --c 1,10,50 --beta 0.01,0.001 --chains 64
+    python -m studies.quadratic --form adamw --noise 0 --plot ''      # equal noise: no 1/sigma in the gain
 """
 
 import argparse

@@ -81,7 +81,7 @@ def load_results(folder, part=None):
         if status != "completed":
             detail = describe_incomplete(result)
         elif problem is not None:
-            detail = f"not scored on the {part} half ({problem}): python evaluate.py {path.parent} --part={part}"
+            detail = f"not scored on the {part} half ({problem}): python -m tools.evaluate {path.parent} --part={part}"
         elif not is_number(loss):
             detail = f"final_val_loss is {loss!r}"
         elif method is None:

@@ -76,7 +76,7 @@ def test_prompt_from_file_and_last_model(tiny_run, gpt2_encoding, capsys, tmp_pa
 
 def test_bad_runs_are_one_line_errors(tiny_run, tmp_path):
     missing = tmp_path / "missing"
-    assert f"{missing / 'ckpt.pt'} not found" in error_of(sample.load_model, missing)
+    assert f"{missing / 'ckpt.pt'} not found" in error_of(checkpoint.load_model, missing)
     def ckpt_in(name):
         (tmp_path / name).mkdir()
         return tmp_path / name / "ckpt.pt"
@@ -88,14 +88,14 @@ def test_bad_runs_are_one_line_errors(tiny_run, tmp_path):
     # a pickled object whose loading would run code: weights_only refuses it
     torch.save({"model": {}, "optimizer": {}, "config": {}, "x": subprocess.CompletedProcess([], 0)}, ckpt_in("code"))
     for name in ("truncated", "foreign", "keys", "code"):
-        message = error_of(sample.load_model, tmp_path / name)
+        message = error_of(checkpoint.load_model, tmp_path / name)
         assert message.startswith("train.py: error:") and str(tmp_path / name / "ckpt.pt") in message, message
-    assert "lacks optimizer" in error_of(sample.load_model, tmp_path / "keys")
+    assert "lacks optimizer" in error_of(checkpoint.load_model, tmp_path / "keys")
     # a checkpoint whose weights do not fit the config it holds
     ckpt = torch.load(tiny_run / "ckpt.pt", weights_only=True)
     ckpt["config"]["n_embd"] = 64
     torch.save(ckpt, ckpt_in("mismatch"))
-    assert str(tmp_path / "mismatch" / "ckpt.pt") in error_of(sample.load_model, tmp_path / "mismatch")
+    assert str(tmp_path / "mismatch" / "ckpt.pt") in error_of(checkpoint.load_model, tmp_path / "mismatch")
 
 
 def test_missing_run_exits_with_one_line(tmp_path):

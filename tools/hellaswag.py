@@ -2,9 +2,9 @@
 Score the model a train.py run returns on HellaSwag's validation set (10,042 items), in
 completion style as build-nanogpt and llm.c do.
 
-    python hellaswag.py --out_dir=out/cpu                       # downloads the data once
-    python hellaswag.py --out_dir=out/cpu --data_file=hellaswag_val.jsonl --limit=500
-    torchrun --standalone --nproc_per_node=8 hellaswag.py --out_dir=out/gpt2
+    python -m tools.hellaswag --out_dir=out/demo/pace                   # downloads the data once
+    python -m tools.hellaswag --out_dir=out/demo/pace --data_file=hellaswag_val.jsonl --limit=500
+    torchrun --standalone --nproc_per_node=8 -m tools.hellaswag --out_dir=out/gpt2
 
 Each of an item's 4 endings is appended to its context (" " + ending, GPT-2 BPE) and
 scored by the cross-entropy of its own tokens: the ending with the lowest mean is the

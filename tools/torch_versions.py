@@ -81,6 +81,7 @@ def main():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     src = os.path.join(args.dir, "src")
     shutil.rmtree(src, ignore_errors=True)
+    os.makedirs(src)
     for name in FILES:
         copy = shutil.copytree if os.path.isdir(os.path.join(repo, name)) else shutil.copy
         copy(os.path.join(repo, name), os.path.join(src, name))
