@@ -3,13 +3,12 @@ bfloat16 autocast), and the dtype setting, with float16's gradient scaler skippi
 
 import signal
 import sys
-import time
 
 import pytest
 import torch
 
-from test_train import (SUBPROCESS_ENV, args_for, data_dir, finish, one_thread, read_result, start,  # noqa: F401
-                        with_fault, without_timings)
+from test_train import (SUBPROCESS_ENV, args_for, data_dir, finish, one_thread, read_result,  # noqa: F401
+                        signal_after_first_checkpoint, start, with_fault, without_timings)
 
 COMPILED = ["--compile=True", "--max_steps=3", "--eval_interval=3", "--ckpt_interval=3", "--optimizer=pace"]
 
@@ -70,13 +69,7 @@ def test_a_killed_float16_run_resumes_exactly_with_its_scaler(data_dir, tmp_path
     common = [*FLOAT16, "--max_steps=16", "--eval_interval=8", "--ckpt_interval=4"]
     killed = tmp_path / "killed"
     proc = start_with_fault(tmp_path / "killed.log", "overflow:2", args_for(data_dir, killed, *common))
-    deadline = time.time() + 240
-    while not (killed / "ckpt.pt").exists():  # killed right after its first checkpoint, which follows the overflow
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"no checkpoint before the run ended:\n{open(proc.log).read()[-3000:]}")
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
+    signal_after_first_checkpoint(proc, killed, signal.SIGKILL)  # its first checkpoint follows the overflow
     proc.wait()
     assert 4 <= torch.load(killed / "ckpt.pt")["step"] < 16
     finish(start_with_fault(tmp_path / "resume.log", "overflow:2", args_for(data_dir, killed, *common, "--resume=True")))

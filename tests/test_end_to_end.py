@@ -12,7 +12,7 @@ from test_sweep import row
 from test_train import TINY, data_dir  # noqa: F401 (a fixture)
 
 import demo
-from studies import analysis, plots, results, sweep
+from studies import analysis, sweep
 
 # a model of 1.6M parameters (most of them GPT-2's vocabulary), 4 steps of 128 tokens
 DEMO_SETTINGS = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",

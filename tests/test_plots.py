@@ -9,7 +9,7 @@ import numpy as np
 from studies import quadratic
 from test_sweep import write_result
 
-from studies import analysis, plots, results, sweep
+from studies import analysis, plots
 
 
 def pixels_of(png, color):

@@ -13,7 +13,8 @@ import train
 from checkpoint import load_model
 from processes import EXIT_PREEMPTED, Processes
 from test_train import (SUBPROCESS_ENV, all_exit, args_for, data_dir, error_of, finish, one_thread,  # noqa: F401
-                        read_result, run, start, start_ranks, with_fault, without_timings)
+                        read_result, run, signal_after_first_checkpoint, start, start_ranks, with_fault,
+                        without_timings)
 from tools import export_hf
 
 SECONDS = 30  # a signalled run exits within this of the step in flight
@@ -96,18 +97,6 @@ COMMON = ["--optimizer=pace", "--max_steps=40", "--eval_interval=10", "--ckpt_in
 
 def torchrun(*options):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *options]
-
-
-def signal_after_first_checkpoint(proc, out_dir, signum):
-    """signum to proc once the run in out_dir has written its first checkpoint; the time it was sent."""
-    deadline = time.time() + 240
-    while not (out_dir / "ckpt.pt").exists():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"the run ended or took too long:\n{open(proc.log).read()[-3000:]}")
-        time.sleep(0.002)
-    proc.send_signal(signum)
-    return time.time()
 
 
 def assert_resumes_exactly(data_dir, tmp_path, stopped, launcher):

@@ -1,20 +1,9 @@
 """settings.py: config files and --key=value arguments, their checks, the shipped configs, the schedule."""
 
-import os
-
 import pytest
 
 from settings import Settings, check_settings, get_lr, load_settings
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def error_of(fn, *args):
-    """The one-line message that fn's SystemExit prints (exit status 1)."""
-    with pytest.raises(SystemExit) as e:
-        fn(*args)
-    assert isinstance(e.value.code, str) and "\n" not in e.value.code
-    return e.value.code
+from test_train import REPO, error_of
 
 
 def test_settings_from_files_and_arguments(tmp_path):

@@ -136,6 +136,18 @@ def all_exit(procs, returncode, timeout=240):
     return outputs
 
 
+def signal_after_first_checkpoint(proc, out_dir, signum):
+    """signum to proc right after the run in out_dir has written its first checkpoint; the time sent."""
+    deadline = time.time() + 240
+    while not (out_dir / "ckpt.pt").exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"no checkpoint before the run ended or timed out:\n{open(proc.log).read()[-3000:]}")
+        time.sleep(0.002)
+    proc.send_signal(signum)
+    return time.time()
+
+
 def finish(proc, timeout=240):
     """proc's output once it has succeeded, or a failure that shows it."""
     try:
@@ -280,13 +292,7 @@ def test_killed_run_resumes_exactly(data_dir, tmp_path):
     common = ["--optimizer=pace", "--max_steps=60", "--eval_interval=10", "--ckpt_interval=4"]
     killed = tmp_path / "killed"
     proc = start(tmp_path / "killed.log", sys.executable, "train.py", *args_for(data_dir, killed, *common))
-    deadline = time.time() + 240
-    while not (killed / "ckpt.pt").exists():  # kill it right after its first checkpoint
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"no checkpoint before the run ended or timed out:\n{open(proc.log).read()[-3000:]}")
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
+    signal_after_first_checkpoint(proc, killed, signal.SIGKILL)
     proc.wait()
     stopped_at = torch.load(killed / "ckpt.pt")["step"]
     assert 4 <= stopped_at < 60
