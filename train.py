@@ -8,11 +8,12 @@ Pretrain GPT-2 on FineWeb with AdamW, EMA-evaluated AdamW or PACE, on one proces
 
 The settings, their defaults (the GPT-2-124M recipe) and how config files and --key=value
 arguments set them: settings.py. A run writes result.json and ckpt.pt into out_dir
-(checkpoint.py); summary.status in result.json is "running", "completed" or "failed".
---resume=True continues the run in out_dir from ckpt.pt; a run killed at any moment and
-resumed ends exactly as it would have without the interruption. With several nodes, out_dir
-must be on a file system they share. Under torchrun the processes agree on the run before
-the first step, and stop together (processes.py).
+(checkpoint.py); summary.status in result.json is "running", "completed", "preempted" or
+"failed". --resume=True continues the run in out_dir from ckpt.pt; a run killed at any moment
+and resumed ends exactly as it would have without the interruption. SIGTERM or SIGUSR1 stops
+a run after the step in flight, with a checkpoint, and exit status 75. With several nodes,
+out_dir must be on a file system they share. Under torchrun the processes agree on the run
+before the first step, and stop together (processes.py). docs/training.md tells more.
 """
 
 import glob
