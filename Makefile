@@ -20,7 +20,7 @@ $(VENV)/installed-plots: $(VENV)/installed
 
 .PHONY: test
 test: $(VENV)/installed-dev
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile  # two workers, each test file in one of them
 
 .PHONY: demo
 demo: $(VENV)/installed-plots

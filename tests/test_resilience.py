@@ -92,20 +92,38 @@ def test_a_run_from_weights_resumes_like_any_other(tiny_run, data_dir, tmp_path)
 
 # preemption and lost workers
 
-COMMON = ["--optimizer=pace", "--max_steps=24", "--eval_interval=8", "--ckpt_interval=8", "--log_interval=1"]
+STEPS = 48  # of ~25 ms each: a signal sent at the first checkpoint (step 8) has ~1 s to arrive before the end
+COMMON = ["--optimizer=pace", f"--max_steps={STEPS}", "--eval_interval=8", "--ckpt_interval=8", "--log_interval=1"]
 
 
 def torchrun(*options):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *options]
 
 
-def assert_resumes_exactly(data_dir, tmp_path, stopped, launcher):
-    """Resume the stopped run and compare it with an uninterrupted one: losses, weights, optimizer state."""
-    finish(start(tmp_path / "resume.log", *launcher, *args_for(data_dir, stopped, *COMMON, "--resume=True")))
-    finish(start(tmp_path / "whole.log", *launcher, *args_for(data_dir, tmp_path / "whole", *COMMON)))
-    resumed, whole = read_result(stopped), read_result(tmp_path / "whole")
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    """launcher -> (result.json, ckpt.pt) of the run never stopped, made once per launcher for this module."""
+    made = {}
+
+    def of(launcher):
+        key = " ".join(launcher)
+        if key not in made:
+            out = tmp_path_factory.mktemp("uninterrupted")
+            finish(start(out / "log", *launcher, *args_for(data_dir, out / "run", *COMMON)))
+            made[key] = read_result(out / "run"), torch.load(out / "run" / "ckpt.pt")
+        return made[key]
+
+    return of
+
+
+def assert_resumes_exactly(data_dir, tmp_path, stopped, launcher, uninterrupted):
+    """Resume the stopped run (unless it completed) and compare it with the run never stopped:
+    losses, weights, optimizer state."""
+    if read_result(stopped)["summary"]["status"] != "completed":
+        finish(start(tmp_path / "resume.log", *launcher, *args_for(data_dir, stopped, *COMMON, "--resume=True")))
+    (whole, whole_ckpt), resumed = uninterrupted(launcher), read_result(stopped)
     assert without_timings(resumed) == without_timings(whole) and resumed["summary"]["status"] == "completed"
-    a, b = torch.load(stopped / "ckpt.pt"), torch.load(tmp_path / "whole" / "ckpt.pt")
+    a, b = torch.load(stopped / "ckpt.pt"), whole_ckpt
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     for i, state in a["optimizer"]["state"].items():
@@ -115,7 +133,8 @@ def assert_resumes_exactly(data_dir, tmp_path, stopped, launcher):
 
 @pytest.mark.parametrize("launcher, signum", [(["python"], signal.SIGTERM), (["torchrun"], signal.SIGTERM),
                                               (["python"], signal.SIGUSR1)], ids=["SIGTERM", "SIGTERM-torchrun", "SIGUSR1"])
-def test_a_signalled_run_stops_after_its_step_with_a_checkpoint_and_resumes_exactly(data_dir, tmp_path, launcher, signum):
+def test_a_signalled_run_stops_after_its_step_with_a_checkpoint_and_resumes_exactly(data_dir, tmp_path, launcher, signum,
+                                                                                    uninterrupted):
     launcher = [sys.executable] if launcher == ["python"] else torchrun()
     stopped = tmp_path / "stopped"
     proc = start(tmp_path / "stopped.log", *launcher, "train.py", *args_for(data_dir, stopped, *COMMON))
@@ -126,32 +145,32 @@ def test_a_signalled_run_stops_after_its_step_with_a_checkpoint_and_resumes_exac
     if launcher[0] == sys.executable and len(launcher) == 1:
         assert proc.returncode == EXIT_PREEMPTED, output[-2000:]
     result = read_result(stopped)
-    assert result["summary"]["status"] == "preempted" and 8 <= result["summary"]["steps"] < 24, output[-2000:]
+    assert result["summary"]["status"] == "preempted" and 8 <= result["summary"]["steps"] < STEPS, output[-2000:]
     assert torch.load(stopped / "ckpt.pt")["step"] == result["summary"]["steps"] == result["step_logs"][-1]["step"]
-    assert_resumes_exactly(data_dir, tmp_path, stopped, [*launcher, "train.py"])
+    assert_resumes_exactly(data_dir, tmp_path, stopped, [*launcher, "train.py"], uninterrupted)
 
 
-def test_a_worker_killed_under_max_restarts_is_restarted_and_the_run_ends_exactly(data_dir, tmp_path):
+def test_a_worker_killed_under_max_restarts_is_restarted_and_the_run_ends_exactly(data_dir, tmp_path, uninterrupted):
     env = dict(SUBPROCESS_ENV)
     command = with_fault("kill@1:12", env)  # rank 1 is SIGKILLed in step 12, once
     out = tmp_path / "lost"
     finish(start(tmp_path / "lost.log", *torchrun("--max_restarts=1"), *command[1:],
                  *args_for(data_dir, out, *COMMON, "--resume=True"), env=env), timeout=600)
     assert (out / "killed_rank1").exists()
-    assert_resumes_exactly(data_dir, tmp_path, out, [*torchrun(), "train.py"])
+    assert_resumes_exactly(data_dir, tmp_path, out, [*torchrun(), "train.py"], uninterrupted)
 
 
-def test_a_checkpoint_write_that_fails_half_way_keeps_the_previous_one(data_dir, tmp_path):
+def test_a_checkpoint_write_that_fails_half_way_keeps_the_previous_one(data_dir, tmp_path, uninterrupted):
     out = tmp_path / "out"
     args = args_for(data_dir, out, *COMMON)
     all_exit(start_ranks(tmp_path, (args, {}), (args, {}), fault="save@2"), 1, timeout=60)  # every rank stops
     summary = read_result(out)["summary"]
     assert summary["status"] == "failed" and summary["error"] == "OSError: [Errno 28] No space left on device"
     assert torch.load(out / "ckpt.pt")["step"] == 8 and not (out / "ckpt.pt.tmp").exists()
-    assert_resumes_exactly(data_dir, tmp_path, out, [*torchrun(), "train.py"])
+    assert_resumes_exactly(data_dir, tmp_path, out, [*torchrun(), "train.py"], uninterrupted)
 
 
-def test_a_signal_to_one_process_stops_every_process_after_the_same_step(data_dir, tmp_path):
+def test_a_signal_to_one_process_stops_every_process_after_the_same_step(data_dir, tmp_path, uninterrupted):
     stopped = tmp_path / "stopped"
     args = args_for(data_dir, stopped, *COMMON)
     procs = start_ranks(tmp_path, (args, {}), (args, {}))
@@ -159,4 +178,4 @@ def test_a_signal_to_one_process_stops_every_process_after_the_same_step(data_di
     all_exit(procs, EXIT_PREEMPTED, timeout=SECONDS)
     result = read_result(stopped)
     assert result["summary"]["status"] == "preempted" and torch.load(stopped / "ckpt.pt")["step"] == result["summary"]["steps"]
-    assert_resumes_exactly(data_dir, tmp_path, stopped, [*torchrun(), "train.py"])
+    assert_resumes_exactly(data_dir, tmp_path, stopped, [*torchrun(), "train.py"], uninterrupted)
