@@ -29,6 +29,7 @@ def summaries(out_dir):
     return {m: json.loads((out_dir / m / "result.json").read_text()) for m in demo.METHODS}
 
 
+@pytest.mark.usefixtures("gpt2_encoding")  # the demo prepares its data with it
 def test_demo_end_to_end(tmp_path, capfd):
     write_parquet(tmp_path / "docs.parquet", corpus_texts(200))
     data, out = tmp_path / "data", tmp_path / "out"

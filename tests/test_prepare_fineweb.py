@@ -24,10 +24,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "prepare_fineweb.py")
 
 
-@pytest.fixture(scope="module")
-def enc():
-    import tiktoken
-    return tiktoken.get_encoding("r50k_base")
+@pytest.fixture
+def enc(gpt2_encoding):
+    """GPT-2's encoding (the tests that need it skip where it cannot be loaded)."""
+    return gpt2_encoding
 
 
 def expected_tokens(enc, texts):
@@ -273,23 +273,27 @@ def test_help_documents_the_overwrite_rule(capsys):
 # -----------------------------------------------------------------------------
 # bad input: a one-line error naming the culprit, a non-zero exit, no traceback
 
+@pytest.mark.usefixtures("gpt2_encoding")  # prepare_fineweb.py loads it before it reads the input
 def test_no_file_matches(tmp_path):
     pattern = str(tmp_path / "missing" / "*.parquet")
     assert_one_line_error(run_script("--data_files", pattern, "--out_dir", tmp_path / "out"), pattern, "--data_files")
 
 
+@pytest.mark.usefixtures("gpt2_encoding")  # prepare_fineweb.py loads it before it reads the input
 def test_unsupported_file_kind(tmp_path):
     (tmp_path / "docs.csv").write_text("text\nhello\n")
     result = run_script("--data_files", tmp_path / "*.csv", "--out_dir", tmp_path / "out")
     assert_one_line_error(result, ".csv", "--data_files")
 
 
+@pytest.mark.usefixtures("gpt2_encoding")  # prepare_fineweb.py loads it before it reads the input
 def test_no_text_column(tmp_path):
     pq.write_table(pa.table({"content": ["a", "b"], "id": ["1", "2"]}), tmp_path / "docs.parquet")
     result = run_script("--data_files", tmp_path / "docs.parquet", "--out_dir", tmp_path / "out")
     assert_one_line_error(result, "'text'", "content, id")
 
 
+@pytest.mark.usefixtures("gpt2_encoding")  # prepare_fineweb.py loads it before it reads the input
 @pytest.mark.parametrize("name", ["empty.parquet", "empty.jsonl"])
 def test_empty_dataset(tmp_path, name):
     if name.endswith(".parquet"):
