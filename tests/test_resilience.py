@@ -156,7 +156,7 @@ def test_a_worker_killed_under_max_restarts_is_restarted_and_the_run_ends_exactl
     out = tmp_path / "lost"
     finish(start(tmp_path / "lost.log", *torchrun("--max_restarts=1"), *command[1:],
                  *args_for(data_dir, out, *COMMON, "--resume=True"), env=env), timeout=600)
-    assert (out / "killed_rank1").exists()
+    assert (out / "killed_rank1").exists() and read_result(out)["summary"]["status"] == "completed"
     assert_resumes_exactly(data_dir, tmp_path, out, [*torchrun(), "train.py"], uninterrupted)
 
 
