@@ -25,7 +25,8 @@ def opened(data_dir, out_dir, *extra):
     return train.Run(args_for(data_dir, out_dir, *extra), Processes())
 
 
-def test_a_run_from_a_hugging_face_folder_has_the_logits_of_transformers(tiny_run, data_dir, tmp_path, gpt2_encoding):
+@pytest.mark.usefixtures("gpt2_encoding")  # export_hf.py writes the tokenizer too
+def test_a_run_from_a_hugging_face_folder_has_the_logits_of_transformers(tiny_run, data_dir, tmp_path):
     transformers = pytest.importorskip("transformers")
     hf_dir = tmp_path / "hf"
     export_hf.main([f"--out_dir={tiny_run}", f"--hf_dir={hf_dir}"])
