@@ -248,8 +248,8 @@ def not_final(chosen):
 
 def report(args):
     """The selected variants' test-half losses over seeds (in nats per token and bits per byte), each
-    against the baselines, and the readouts beside them: the blend of EMA and live weights chosen on the
-    tuning half, and PACE's last-step gains."""
+    against the baselines and each averaged one against its own last iterate, and the readouts beside
+    them: the blend of EMA and live weights chosen on the tuning half, and PACE's last-step gains."""
     selection = load_selection(args.folder, "report")
     tested, incomplete = selected_runs(args.folder, selection, "test")
     by_seed = {name: {r["seed"]: r["loss"] for r in runs} for name, runs in tested.items() if runs}
@@ -267,6 +267,12 @@ def report(args):
           "standard error; lower on: the seeds where the row is lower.\n")
     print(markdown_table(["variant", "lr", "seeds", "returned model", "last iterate", "returned, bits/byte",
                           "last iterate, bits/byte", *(f"Δ vs {base}" for base in baselines)], rows))
+    averaged = [[name, difference(losses, {r["seed"]: r["last"] for r in tested[name]})]
+                for name, losses in by_seed.items() if name.split()[0] in ("ema", "pace")]
+    if averaged:
+        print("\nWhat the average adds: the returned model (the EMA) − its own last iterate on the test half; "
+              "Δ as above.\n")
+        print(markdown_table(["variant", "Δ returned − last iterate"], averaged))
     print_blends(args.folder, selection, tested)
     print_gains(tested)
     pending = [name for name, chosen in selection["variants"].items() if not_final(chosen)]

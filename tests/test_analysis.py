@@ -200,6 +200,13 @@ def test_report_the_selected_settings_on_the_test_half(tmp_path, capsys):
     assert row(out, "adamw")[1:7] == ["0.002", "1, 2, 3", cell(3.1, 0.1, 3), cell(3.15, 0.1, 3),
                                       cell(mean(bpb), sd(bpb), 3), cell(mean(bpb) + 0.05 / (2.9 * math.log(2)), sd(bpb), 3)]
     assert row(out, "adamw")[7] == "–"
+    averaged = out.split("What the average adds")[1]
+    gains = [p - last for p, last in zip(pace, pace_last)]  # -0.25, -0.30, -0.20
+    assert row(averaged, "pace c=0.5 κ=0.2")[1] == (
+        f"{mean(pace) - mean(pace_last):+.4f} ± {math.sqrt(sd(pace) ** 2 / 3 + sd(pace_last) ** 2 / 3):.4f}; "
+        f"paired {mean(gains):+.4f} ± {sd(gains) / math.sqrt(3):.4f} (lower on 3 of 3 seeds)")
+    with pytest.raises(AssertionError):
+        row(averaged, "adamw")  # its returned model is its last iterate
     assert "Not final" not in out
     assert "No last-step gains in the test-half eval files of pace c=0.5 κ=0.2" in out
     assert "No tuning-half blends for pace c=0.5 κ=0.2 (seeds 1337, 1 of the selected lr)" in out
