@@ -44,6 +44,15 @@ def pyplot():
     return plt
 
 
+def lr_axis(ax, lrs):
+    """A log-scaled lr axis labelled at the lrs that were run (matplotlib's own minor labels collide)."""
+    ax.set_xscale("log")
+    ticks = sorted(set(lrs))
+    ax.set_xticks(ticks, [fmt(lr) for lr in ticks], fontsize=8)
+    ax.minorticks_off()
+    ax.set_xlabel("learning rate")
+
+
 def plot(complete, path):
     """Final val loss against lr, one line per method (its best variant at each lr), one
     panel per setting of the other keys. Returns False when matplotlib is missing."""
@@ -68,8 +77,7 @@ def plot(complete, path):
             stds = [s[1] or 0.0 for _, s in points]
             ax.errorbar(lrs, means, yerr=stds, marker="o", ms=4, capsize=3, lw=1.5,
                         color=METHOD_COLORS.get(method), label=METHOD_NAMES.get(method, method))
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
+        lr_axis(ax, [lr for points in lines.values() for lr, _ in points if is_number(lr)])
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("final val loss (returned model)")
@@ -97,8 +105,7 @@ def plot_selection(groups, selection, seed, path):
                 ls=("-", "--", ":", "-.")[same_method.index(name) % 4], label=name)
         if selection[name]["lr"] in points:
             ax.plot(selection[name]["lr"], points[selection[name]["lr"]], marker="*", ms=12, color=color)
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
+    lr_axis(ax, [lr for by_lr in groups.values() for lr in by_lr])
     ax.set_ylabel(f"tuning-half loss (returned model), seed {seed}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(frameon=False, fontsize=8)
