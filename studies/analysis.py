@@ -274,7 +274,7 @@ def report(args):
               "Δ as above.\n")
         print(markdown_table(["variant", "Δ returned − last iterate"], averaged))
     print_blends(args.folder, selection, tested)
-    print_gains(tested)
+    print_gains(args.folder)
     pending = [name for name, chosen in selection["variants"].items() if not_final(chosen)]
     if pending:
         print(f"\nNot final: the selection of {', '.join(pending)} asks for more runs (analysis.py select)")
@@ -322,28 +322,35 @@ def print_blends(folder, selection, tested):
               "lr): no α chosen; tools/evaluate.py scores blends from a run's ckpt.pt")
 
 
-def print_gains(tested):
-    """Per pace variant: its pullback gains at the last step, per parameter group (evaluate.py's
-    last_step_gains), the mean over its test runs of each group's mean gain and clamped share."""
-    rows, missing = [], []
-    for name, runs in tested.items():
-        if name.split()[0] != "pace" or not runs:
-            continue
-        gains = [r["scores"].get("last_step_gains") for r in runs]
-        if None in gains:
-            missing.append(name)
-            continue
-        groups = [g for g in gains[0] if g != "step"]
-        rows.append([name, ", ".join(map(str, sorted(r["seed"] for r in runs)))] + [
-            "{:.3f}, {:.1%} clamped".format(statistics.fmean(g[group]["mean_gain"] for g in gains),
-                                           statistics.fmean(g[group]["clamped_share"] for g in gains))
+def print_gains(folder):
+    """Per pace variant and lr: its pullback gains at the last step, per parameter group (evaluate.py's
+    last_step_gains, recomputed from a run's checkpoint, so the same in either half's eval file), the mean
+    over every run of that lr, whichever half it was scored on, of each group's mean gain and clamped share."""
+    gains_of, missing = {}, set()
+    for part in ("tuning", "test"):
+        for name, by_lr in by_variant(load_results(folder, part)[0]).items():
+            if name.split()[0] != "pace":
+                continue
+            for lr, runs in by_lr.items():
+                for r in runs:
+                    gains = r["scores"].get("last_step_gains")
+                    if gains is None:
+                        missing.add(name)
+                    else:
+                        gains_of.setdefault((name, lr), {})[r["seed"]] = gains
+    rows = []
+    for (name, lr), by_seed in sorted(gains_of.items()):
+        groups = [g for g in next(iter(by_seed.values())) if g != "step"]
+        rows.append([name, fmt(lr), ", ".join(map(str, sorted(by_seed)))] + [
+            "{:.3f}, {:.1%} clamped".format(statistics.fmean(g[group]["mean_gain"] for g in by_seed.values()),
+                                           statistics.fmean(g[group]["clamped_share"] for g in by_seed.values()))
             for group in groups])
     if rows:
         print("\nPACE's pullback gains at the last step, recomputed from the checkpoint: mean gain and share "
-              "clamped to 1 per parameter group, mean over the test runs.\n")
-        print(markdown_table(["variant", "seeds", *groups], rows))
+              "clamped to 1 per parameter group, mean over every run of the lr (either half).\n")
+        print(markdown_table(["variant", "lr", "seeds", *groups], rows))
     if missing:
-        print(f"\nNo last-step gains in the test-half eval files of {', '.join(missing)}")
+        print(f"\nNo last-step gains in some eval files of {', '.join(sorted(missing))}: not in the gains table")
 
 
 def folder_schedule(folder):

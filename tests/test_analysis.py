@@ -208,7 +208,7 @@ def test_report_the_selected_settings_on_the_test_half(tmp_path, capsys):
     with pytest.raises(AssertionError):
         row(averaged, "adamw")  # its returned model is its last iterate
     assert "Not final" not in out
-    assert "No last-step gains in the test-half eval files of pace c=0.5 κ=0.2" in out
+    assert "No last-step gains in some eval files of pace c=0.5 κ=0.2" in out
     assert "No tuning-half blends for pace c=0.5 κ=0.2 (seeds 1337, 1 of the selected lr)" in out
     scored_run(tmp_path, "pace", 1.6e-2, 1337, "tuning", 2.8, lambda_pullback=0.5)  # better beyond the old edge
     assert analysis.main(["select", str(tmp_path)]) == 0
@@ -331,14 +331,19 @@ def test_report_the_blend_chosen_on_the_tuning_half_and_pace_s_gains(tmp_path, c
     scored_run(tmp_path, "ema", 2e-3, 1, "tuning", 3.06, scores=blends(3.10, 3.00, 2.95, 3.05, 3.06))
     scored_run(tmp_path, "ema", 2e-3, 2, "tuning", 3.0, scores=blends(3.0, 3.0, 3.0, 1.0, 3.0))  # a test seed: no say
     returned, at_half = {2: 2.90, 3: 2.92, 4: 2.94}, {2: 2.80, 3: 2.85, 4: 2.90}
+    def gains(seed):
+        return {"last_step_gains": {
+            "step": 300, "token embedding": {"mean_gain": 0.9 + seed / 100, "clamped_share": 0.8, "numel": 10},
+            "other matrices": {"mean_gain": 0.5, "clamped_share": 0.1 * seed, "numel": 20},
+            "vectors": {"mean_gain": 0.2, "clamped_share": 0.0, "numel": 5}}}
     for seed in (2, 3, 4):
         scored_run(tmp_path, "adamw", 2e-3, seed, "test", 3.0)
         scored_run(tmp_path, "ema", 2e-3, seed, "test", returned[seed],
                    scores=blends(3.0, 2.9, at_half[seed], 2.9, returned[seed]))
-        gains = {"step": 300, "token embedding": {"mean_gain": 0.9 + seed / 100, "clamped_share": 0.8, "numel": 10},
-                 "other matrices": {"mean_gain": 0.5, "clamped_share": 0.1 * seed, "numel": 20},
-                 "vectors": {"mean_gain": 0.2, "clamped_share": 0.0, "numel": 5}}
-        scored_run(tmp_path, "pace", 2e-3, seed, "test", 2.8, lambda_pullback=0.5, scores={"last_step_gains": gains})
+        scored_run(tmp_path, "pace", 2e-3, seed, "test", 2.8, lambda_pullback=0.5, scores=gains(seed))
+    # the grid's runs count too, whichever half they were scored on: seed 1337 of 2e-3 joins the test seeds
+    scored_run(tmp_path, "pace", 2e-3, 1337, "tuning", 3.0, lambda_pullback=0.5, scores=gains(7))
+    scored_run(tmp_path, "pace", 4e-3, 1337, "tuning", 3.1, lambda_pullback=0.5, scores=gains(1))
     capsys.readouterr()
     assert analysis.main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -349,9 +354,12 @@ def test_report_the_blend_chosen_on_the_tuning_half_and_pace_s_gains(tmp_path, c
         cell(2.85, sd(at_half.values()), 3), cell(2.92, sd(returned.values()), 3)]
     assert row(readouts, "ema κ=0.2")[10] == analysis.difference(at_half, returned)
     assert "No tuning-half blends for pace c=0.5 κ=0.2 (seeds 1337, 1 of the selected lr)" in out
-    assert row(readouts, "pace c=0.5 κ=0.2")[1:] == ["2, 3, 4", "0.930, 80.0% clamped", "0.500, 30.0% clamped",
-                                                "0.200, 0.0% clamped"]
-    assert "| variant | seeds | token embedding | other matrices | vectors |" in out
+    gains_table = out.split("PACE's pullback gains")[1]
+    pace_rows = [line.strip("|").split(" | ")[1:] for line in gains_table.splitlines() if line.startswith("| pace")]
+    assert [[c.strip() for c in r] for r in pace_rows] == [
+        ["0.002", "2, 3, 4, 1337", "0.940, 80.0% clamped", "0.500, 40.0% clamped", "0.200, 0.0% clamped"],
+        ["0.004", "1337", "0.910, 80.0% clamped", "0.500, 10.0% clamped", "0.200, 0.0% clamped"]]
+    assert "| variant | lr | seeds | token embedding | other matrices | vectors |" in out
 
 
 # ----------------------------------------------------------------------------- across schedules
