@@ -107,8 +107,21 @@ def test_the_readme_is_short():
     assert len(read("README.md").encode()) <= README_LIMIT
 
 
-@pytest.mark.parametrize("study, readme", [("results/cpu300", "results/cpu300/README.md")])
-def test_the_results_tables_are_what_report_prints(study, readme, capsys):
+def printed_tables(out):
+    return re.findall(r"(?:^\|.*\n)+", out, re.MULTILINE)
+
+
+@pytest.mark.parametrize("study", ["results/cpu300", "results/schedules300/const", "results/schedules300/wsd"])
+def test_the_results_tables_are_what_report_prints(study, capsys):
     assert analysis.main(["report", os.path.join(REPO, study)]) == 0
-    tables = re.findall(r"(?:^\|.*\n)+", capsys.readouterr().out, re.MULTILINE)
+    tables = printed_tables(capsys.readouterr().out)
+    readme = os.path.join("results", study.split("/")[1], "README.md")
     assert tables and all(table in read(readme) for table in tables)
+
+
+def test_the_schedules_table_is_what_across_prints(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(REPO)  # the column headers name the folders as given
+    folders = ["results/cpu300", "results/schedules300/const", "results/schedules300/wsd"]
+    assert analysis.main(["across", *folders, "--plot", str(tmp_path / "test_vs_alpha.png")]) == 0
+    tables = printed_tables(capsys.readouterr().out)
+    assert len(tables) == 2 and all(table in read("results/schedules300/README.md") for table in tables)
