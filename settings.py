@@ -55,6 +55,7 @@ class Settings:
     eps: float = 1e-8
     lambda_pullback: float = 0.15  # c, the pullback strength; used by pace only
     clamp_pullback: bool = True  # clamp each coordinate's pullback gain to at most 1
+    pullback_params: str = "all"  # pace: the weights pulled toward the EMA: all | embedding (the token embedding) | matrices (the other 2-D weights); the EMA covers all
     ema_kappa: float | None = 0.2  # κ: the EMA decays as (1 + γ·max(0, t − ρ))^(−κ); None: a fixed beta_ema
     ema_rho: float = 0.0  # ρ, steps before the EMA decay starts to shrink
     ema_gamma: float = 1.0  # γ, the rate at which it shrinks
@@ -156,7 +157,8 @@ def check_settings(cfg):
     """The checks of values that the types alone do not catch."""
     for key, allowed in (("device", ("auto", "cpu", "cuda")), ("dtype", ("auto", "float32", "bfloat16", "float16")),
                          ("init_weights", ("returned", "last")),
-                         ("optimizer", ("adamw", "ema", "pace")), ("schedule", ("const", "cos", "wsd"))):
+                         ("optimizer", ("adamw", "ema", "pace")), ("schedule", ("const", "cos", "wsd")),
+                         ("pullback_params", PULLBACK_PARAMS)):
         if getattr(cfg, key) not in allowed:
             die(f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
     for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "batch_size", "total_batch_size",
@@ -206,10 +208,30 @@ def make_model(cfg):
                          n_head=cfg.n_head, n_embd=cfg.n_embd))
 
 
+PULLBACK_PARAMS = ("all", "embedding", "matrices")
+
+
+def pullback_groups(groups, embedding, pulled):
+    """model.optim_groups' groups with the pullback limited to the `pulled` weights (PULLBACK_PARAMS):
+    the matrices' group split into the token embedding and the other matrices, lambda_pullback 0 in the
+    groups not pulled. Their EMA stays, and with c = 0 their step is the EMA baseline's, bit for bit."""
+    if pulled == "all":
+        return groups  # PACE's groups as they always were: the same steps, bit for bit
+    matrices, vectors = groups
+    others = [p for p in matrices["params"] if p is not embedding]
+    split = [{**matrices, "params": [embedding]}, {**matrices, "params": others}, vectors]
+    kept = split[0] if pulled == "embedding" else split[1]
+    return [group if group is kept else {**group, "lambda_pullback": 0.0} for group in split]
+
+
 def make_optimizer(cfg, model):
-    """adamw: no pullback, no EMA; ema: no pullback, the EMA returned; pace: pullback, the EMA returned."""
+    """adamw: no pullback, no EMA; ema: no pullback, the EMA returned; pace: pullback (on the weights of
+    pullback_params), the EMA returned."""
+    groups = model.optim_groups(cfg.weight_decay)
+    if cfg.optimizer == "pace":
+        groups = pullback_groups(groups, model.transformer.wte.weight, cfg.pullback_params)
     try:
-        return PACE(model.optim_groups(cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+        return PACE(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                     lambda_pullback=cfg.lambda_pullback if cfg.optimizer == "pace" else 0.0,
                     use_ema_eval=cfg.optimizer != "adamw", clamp_pullback=cfg.clamp_pullback,
                     ema_kappa=cfg.ema_kappa, ema_rho=cfg.ema_rho, ema_gamma=cfg.ema_gamma,

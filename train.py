@@ -36,7 +36,9 @@ from checkpoint import SHAPE, initial_weights, load_checkpoint, save_atomically,
 from model import mean_loss
 from pace import fused_error
 from prepare_fineweb import ShardError, read_shard
-from processes import EXIT_PREEMPTED, Preemption, agree, agree_on_fused, ending, start_processes, weights_checksum
+from processes import (EXIT_PREEMPTED, Preemption, agree, agree_on_fused, ending, gather, start_processes,
+                       weights_checksum)
+from provenance import code_name, device_description, provenance
 from settings import (DEFAULTS, RESUMABLE_CHANGES, Settings, check_settings, device_type, die, get_lr,
                       given_settings, make_model, make_optimizer, precision)
 
@@ -181,6 +183,7 @@ class Run:
         self.opt = make_optimizer(cfg, self.raw_model)
         self.step, self.eval_logs, self.step_logs, self.past_wall_time, self.eval_time = 0, [], [], 0.0, 0.0
         self.checksum = None  # of the weights in the checkpoint
+        self.code = []  # provenance() of each session of the run, this one last (start())
         if ckpt is not None:
             self.restore(ckpt)
         self.session_start = self.bar = self.wandb = None  # set by start()
@@ -210,6 +213,7 @@ class Run:
         self.step, self.loader.pos = ckpt["step"], ckpt["data_pos"]
         self.eval_logs, self.step_logs, self.past_wall_time = ckpt["eval_logs"], ckpt["step_logs"], ckpt["wall_time"]
         self.eval_time = ckpt.get("eval_time", 0.0)
+        self.code = ckpt.get("code", [])  # none in checkpoints written before train.py recorded it
         torch.set_rng_state(ckpt["rng"]["torch"])
         if self.device_type == "cuda" and ckpt["rng"]["cuda"] is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
@@ -226,6 +230,12 @@ class Run:
         """Start the clock and result.json, compile and wrap the model, and say what the run will do."""
         cfg, procs = self.cfg, self.procs
         self.session_start = time.time()
+        session = {"from_step": self.step, **provenance(gather(procs, device_description(self.device)))}
+        if self.checksum is not None and procs.master:
+            made_by = code_name(self.code[-1] if self.code else None)
+            if made_by != code_name(session):
+                print(f"resuming a run made by code {made_by} with code {code_name(session)}")
+        self.code.append(session)
         if procs.master:
             os.makedirs(cfg.out_dir, exist_ok=True)
             self.write_result("completed" if self.step == cfg.max_steps else "running")
@@ -334,6 +344,7 @@ class Run:
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state() if self.device_type == "cuda" else None},
             "config": self.config,
+            "code": self.code,
             "eval_logs": self.eval_logs,
             "step_logs": self.step_logs,
             "wall_time": self.wall_time(),
@@ -363,8 +374,8 @@ class Run:
         }
         if error is not None:
             summary["error"] = error
-        save_json(self.result_path, {"config": self.config, "summary": summary, "eval_logs": self.eval_logs,
-                                     "step_logs": self.step_logs})
+        save_json(self.result_path, {"config": self.config, "code": self.code, "summary": summary,
+                                     "eval_logs": self.eval_logs, "step_logs": self.step_logs})
         return summary
 
     def finish(self, status="completed", error=None):

@@ -6,6 +6,7 @@ tools/evaluate.py's eval files hold. Run from the repository's root:
     python -m studies.analysis select runs/study     # best lr per variant (tuning half); selection.json
     python -m studies.analysis report runs/study     # the selected settings' test loss over the seeds
     python -m studies.analysis across runs/cos runs/const   # studies of other schedules side by side
+    python -m studies.analysis compare 'pace=runs/a/pace_*' 'ema=runs/b/ema_*'   # groups of runs over seeds
 
 A study chooses on one half of the validation shard and reports on the other: the grid runs
 with seed 1337 scored on the tuning half (studies/sweep.py --evaluate tuning), select, then
@@ -13,13 +14,14 @@ the selected settings with fresh seeds scored on the test half, then report.
 
 select says what to run next: the lr beyond an edge of the grid where the best lr lies on it,
 and seed 1 of the best two lrs where they lie within 0.03 nats of each other (the lower mean
-over the two seeds then decides). report and across give each difference of two settings with
-both standard errors, unpaired and paired over the seeds both have; report gives the losses in
+over the two seeds then decides). report, across and compare give each difference of two settings
+with both standard errors, unpaired and paired over the seeds both have; report gives the losses in
 bits per byte too, and tools/evaluate.py's readouts: blends of EMA and live weights, PACE's
 last-step gains.
 """
 
 import argparse
+import glob
 import json
 import math
 import os
@@ -28,8 +30,9 @@ import sys
 from pathlib import Path
 
 from studies.plots import plot, plot_alpha, plot_selection
-from studies.results import (METHODS, SweepError, best, blends_of, by_variant, fmt, fmt_loss, group,
-                             is_number, load_results, loss_at, markdown_table, mean_std, sort_key, variant_label)
+from studies.results import (METHODS, SweepError, best, blends_of, by_variant, code_of_runs, fill_newer_settings, fmt,
+                             fmt_loss, group, hashable, is_number, load_results, loss_at, markdown_table, mean_std,
+                             sort_key, variant_label)
 
 
 def pace_vs_baseline(pace_stats, methods):
@@ -82,8 +85,25 @@ def summary_tables(complete, incomplete):
     return "\n".join(out)
 
 
+def load(args, folder, part=None):
+    """load_results(folder, part), the runs of a table: those whose numbers it shows (the complete ones and
+    those that diverged, which select counts) made by one code (check_code)."""
+    complete, incomplete = load_results(folder, part)
+    tabulated = complete + [r for r in incomplete if r["diverged"]]
+    check_code(args, tabulated, f"{folder}" + (f", {part} half" if part else ""))
+    return complete, incomplete
+
+
+def check_code(args, runs, where):
+    """Runs of different code in one table only with --allow_mixed_code; the output then says so, once."""
+    line = code_of_runs(runs, where, args.allow_mixed_code)
+    if line and line not in args.code_notes:
+        args.code_notes.add(line)
+        print(f"Mixed code (--allow_mixed_code): {line}\n")
+
+
 def summarize(args):
-    complete, incomplete = load_results(args.folder)
+    complete, incomplete = load(args, args.folder)
     print(summary_tables(complete, incomplete))
     if args.no_plot or not complete:
         return 0
@@ -141,7 +161,7 @@ def loss_cell(loss, bold=False):
 def select(args):
     """Per variant, the lr whose run of seed --seed has the lowest tuning-half loss, with the tie rule and
     the extension of the grid at its edges (choose_lr). Writes FOLDER/selection.json."""
-    complete, incomplete = load_results(args.folder, "tuning")
+    complete, incomplete = load(args, args.folder, "tuning")
     diverged = [{**r, "loss": math.inf} for r in incomplete if r["diverged"]]
     groups = {name: by_lr for name, by_lr in by_variant(complete + diverged).items()
               if any(loss_at(runs, args.seed) is not None for runs in by_lr.values())}
@@ -234,9 +254,9 @@ def load_selection(folder, command):
     return selection
 
 
-def selected_runs(folder, selection, part):
+def selected_runs(args, folder, selection, part):
     """-> ({variant: the runs of its selected lr scored on part}, the runs not scored or not complete)."""
-    complete, incomplete = load_results(folder, part)
+    complete, incomplete = load(args, folder, part)
     groups = by_variant(complete)
     return {name: groups.get(name, {}).get(chosen["lr"], []) for name, chosen in selection["variants"].items()}, incomplete
 
@@ -251,7 +271,7 @@ def report(args):
     against the baselines and each averaged one against its own last iterate, and the readouts beside
     them: the blend of EMA and live weights chosen on the tuning half, and PACE's last-step gains."""
     selection = load_selection(args.folder, "report")
-    tested, incomplete = selected_runs(args.folder, selection, "test")
+    tested, incomplete = selected_runs(args, args.folder, selection, "test")
     by_seed = {name: {r["seed"]: r["loss"] for r in runs} for name, runs in tested.items() if runs}
     baselines = [name for name in by_seed if name.split()[0] in ("adamw", "ema")]
     rows = []
@@ -273,8 +293,8 @@ def report(args):
         print("\nWhat the average adds: the returned model (the EMA) − its own last iterate on the test half; "
               "Δ as above.\n")
         print(markdown_table(["variant", "Δ returned − last iterate"], averaged))
-    print_blends(args.folder, selection, tested)
-    print_gains(args.folder)
+    print_blends(args, selection, tested)
+    print_gains(args)
     pending = [name for name, chosen in selection["variants"].items() if not_final(chosen)]
     if pending:
         print(f"\nNot final: the selection of {', '.join(pending)} asks for more runs (analysis.py select)")
@@ -288,11 +308,11 @@ def report(args):
     return 0
 
 
-def print_blends(folder, selection, tested):
+def print_blends(args, selection, tested):
     """Per ema and pace variant: the tuning-half loss of each blend alpha * EMA + (1 − alpha) * live
     weights (mean over the selected setting's runs of the choosing seeds), the alpha of the lowest, and
     the test-half loss at that alpha beside the returned model's (alpha = 1)."""
-    tuning, _ = selected_runs(folder, selection, "tuning")
+    tuning, _ = selected_runs(args, args.folder, selection, "tuning")
     seeds = (selection["seed"], TIE_SEED)
     rows, missing = [], []
     for name, runs in tuning.items():
@@ -322,13 +342,13 @@ def print_blends(folder, selection, tested):
               "lr): no α chosen; tools/evaluate.py scores blends from a run's ckpt.pt")
 
 
-def print_gains(folder):
+def print_gains(args):
     """Per pace variant and lr: its pullback gains at the last step, per parameter group (evaluate.py's
     last_step_gains, recomputed from a run's checkpoint, so the same in either half's eval file), the mean
     over every run of that lr, whichever half it was scored on, of each group's mean gain and clamped share."""
     gains_of, missing = {}, set()
     for part in ("tuning", "test"):
-        for name, by_lr in by_variant(load_results(folder, part)[0]).items():
+        for name, by_lr in by_variant(load(args, args.folder, part)[0]).items():
             if name.split()[0] != "pace":
                 continue
             for lr, runs in by_lr.items():
@@ -369,7 +389,9 @@ def across(args):
     studies = []
     for folder in args.folders:
         selection = load_selection(folder, "across")
-        studies.append((folder, folder_schedule(folder), selection, selected_runs(folder, selection, "test")[0]))
+        studies.append((folder, folder_schedule(folder), selection, selected_runs(args, folder, selection, "test")[0]))
+    check_code(args, [r for *_, tested in studies for runs in tested.values() for r in runs],
+               "the studies' test-half runs")
     names = [name for name in studies[0][2]["variants"] if all(name in s[2]["variants"] for s in studies)]
     left_out = sorted({name for s in studies for name in s[2]["variants"]} - set(names))
     columns = [f"{schedule} ({folder})" for folder, schedule, _, _ in studies]
@@ -409,6 +431,51 @@ def across(args):
 
 
 
+def compare(args):
+    """Groups of runs given by name and folder pattern, one row each, a setting each (seeds apart): their
+    losses on a half of the validation shard over seeds, and each against the rows named by --against."""
+    rows, not_in_table = {}, []
+    for spec in args.rows:
+        label, eq, patterns = spec.partition("=")
+        folders = sorted({f for pattern in patterns.split(",") for f in glob.glob(pattern)})
+        if not eq or not label or not folders:
+            raise SweepError(f"compare: {spec!r}: expected LABEL=GLOB[,GLOB...] matching run folders")
+        rows[label] = []
+        for folder in folders:
+            complete, incomplete = load_results(folder, args.part)
+            rows[label] += complete
+            not_in_table += [{**r, "run": folder} for r in incomplete]
+    fill_newer_settings([r for runs in rows.values() for r in runs])
+    for label, runs in rows.items():
+        if len({hashable({"method": r["method"], "variant": r["variant"], **r["setting"]}) for r in runs}) > 1:
+            raise SweepError(f"compare: the runs of {label!r} differ in more than their seed: one setting per row")
+    check_code(args, [r for runs in rows.values() for r in runs], "the rows")
+    against = args.against.split(",") if args.against else list(rows)[:1]
+    unknown = [label for label in against if label not in rows]
+    if unknown:
+        raise SweepError(f"compare: --against names no row: {', '.join(unknown)}")
+    by_seed = {label: {r["seed"]: r["loss"] for r in runs} for label, runs in rows.items()}
+    table = []
+    for label, runs in rows.items():
+        if not runs:
+            table.append([label, "–", f"no run scored on the {args.part} half", *["–"] * (4 + len(against))])
+            continue
+        table.append([label, fmt(runs[0]["setting"]["lr"]), ", ".join(map(str, sorted(by_seed[label]))),
+                      fmt_loss(*mean_std([r["loss"] for r in runs])), fmt_loss(*mean_std([r["last"] for r in runs])),
+                      bpb_cell(runs, "loss"), bpb_cell(runs, "last")]
+                     + ["–" if base == label or not by_seed[base] else difference(by_seed[label], by_seed[base])
+                        for base in against])
+    print(f"{args.part.capitalize()}-half loss of each row's runs, mean ± std over seeds (n runs); bits per byte: the "
+          "same over the half's UTF-8 bytes; Δ = the row's mean − the named row's ± the unpaired standard error; "
+          "paired: over the seeds both have; lower on: the seeds where the row is lower.\n")
+    print(markdown_table(["row", "lr", "seeds", "returned model", "last iterate", "returned, bits/byte",
+                          "last iterate, bits/byte", *(f"Δ vs {base}" for base in against)], table))
+    if not_in_table:
+        print(f"\nRuns not in the table ({len(not_in_table)}):\n")
+        print(markdown_table(["run", "status", "detail"], [[r["run"], r["status"], r["detail"]] for r in not_in_table]))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -428,9 +495,21 @@ def main(argv=None):
                    "one's adamw is the reference of the differences")
     a.add_argument("--plot", help="PNG of the test loss against α (default: test_vs_alpha.png in the folder the "
                    "studies share)")
+    c = sub.add_parser("compare", allow_abbrev=False, help="groups of runs (LABEL=GLOB), a row each, over seeds")
+    c.add_argument("rows", nargs="+", metavar="LABEL=GLOB", help="a row's name and its run folders (comma-separated "
+                   "patterns, quoted so that the shell leaves them alone); one setting per row, any seeds")
+    c.add_argument("--part", choices=("tuning", "test"), default="test", help="the half scored (default %(default)s)")
+    c.add_argument("--against", metavar="LABEL[,LABEL...]",
+                   help="the rows each row is compared with (default: the first)")
+    for subparser in (s, e, t, a, c):
+        subparser.add_argument("--allow_mixed_code", action="store_true",
+                               help="tabulate runs made by different code (result.json's \"code\") together; "
+                               "the output names each code")
     args = parser.parse_args(argv)
+    args.code_notes = set()  # the mixed-code lines printed so far
     try:
-        return {"summarize": summarize, "select": select, "report": report, "across": across}[args.command](args)
+        return {"summarize": summarize, "select": select, "report": report, "across": across,
+                "compare": compare}[args.command](args)
     except SweepError as e:
         print(f"analysis.py: error: {e}", file=sys.stderr)
         return 1

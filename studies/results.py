@@ -9,6 +9,8 @@ import math
 import statistics
 from pathlib import Path
 
+from provenance import code_name
+
 METHODS = ("adamw", "ema", "pace")
 
 
@@ -52,7 +54,7 @@ def read_result(path):
 def load_results(folder, part=None):
     """-> (complete, incomplete) over every result.json under folder.
 
-    complete: {"method", "variant", "setting", "seed", "loss", "last", "scores"} per completed run
+    complete: {"method", "variant", "setting", "seed", "code", "loss", "last", "scores"} per completed run
     with a loss: the final validation loss of result.json, or with part ("tuning" or "test") the
     returned model's and the last iterate's loss on that half of the validation shard, from
     the run's eval_PART.json (evaluate.py), whose whole record is "scores" (None without part);
@@ -87,14 +89,29 @@ def load_results(folder, part=None):
         elif method is None:
             detail = "config has no 'optimizer'"
         else:
-            complete.append({**run_identity(config), "loss": float(loss),
+            complete.append({**run_identity(config), "code": run_code(result), "loss": float(loss),
                              "last": float(last) if is_number(last) else None, "scores": scores})
             continue
         # train.py's message when it stops a run at a non-finite loss
         diverged = status == "failed" and str(summary.get("error", "")).startswith("non-finite")
         incomplete.append({"run": run, "status": str(status), "detail": detail, **run_identity(config),
-                           "diverged": diverged})
+                           "code": run_code(result), "diverged": diverged})
+    fill_newer_settings([r for r in complete + incomplete if "setting" in r])
     return complete, incomplete
+
+
+def fill_newer_settings(runs):
+    """Each run's setting completed with the defaults of settings newer than it (train.py resumes such a
+    run with them too), so that runs made before a setting existed compare equal to runs made after
+    with its default. Imports torch (settings.py), only when a run lacks a setting."""
+    keys = {k for r in runs for k in r["setting"]}
+    if all(keys <= r["setting"].keys() for r in runs):
+        return
+    from settings import DEFAULTS
+    for r in runs:
+        for k in keys - r["setting"].keys():
+            if hasattr(DEFAULTS, k):
+                r["setting"][k] = getattr(DEFAULTS, k)
 
 
 def run_identity(config):
@@ -102,6 +119,30 @@ def run_identity(config):
     method = config.get("optimizer")
     return {"method": method, "variant": tuple((k, config.get(k)) for k in method_keys(method)),
             "setting": {k: v for k, v in config.items() if k not in NOT_SETTING}, "seed": config.get("seed")}
+
+
+def run_code(result):
+    """The code a run was made with, in one word (provenance.code_name); "a then b" for a run resumed by
+    other code; "unknown" for a run whose result.json records none (written before train.py did)."""
+    sessions = result.get("code") if isinstance(result.get("code"), list) else []
+    names = list(dict.fromkeys(code_name(s) if isinstance(s, dict) else None for s in sessions)) or [code_name(None)]
+    return " then ".join(names)
+
+
+def code_of_runs(runs, where, allow_mixed):
+    """None when runs (load_results' records) were all made by one code; else a line naming each code
+    and its runs' count, which is an error unless allow_mixed: a table of one study claims one code."""
+    counts = {}
+    for r in runs:
+        if "code" in r:  # an unparsable result.json says nothing of its code
+            counts[r["code"]] = counts.get(r["code"], 0) + 1
+    if len(counts) < 2:
+        return None
+    line = f"{where}: runs of different code: " + "; ".join(f"{code} ({n} run{'s' * (n > 1)})" for code, n in
+                                                           sorted(counts.items()))
+    if not allow_mixed:
+        raise SweepError(f"{line}; tabulate them together with --allow_mixed_code, and say why they may be")
+    return line
 
 
 def read_scores(path):

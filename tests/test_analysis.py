@@ -119,11 +119,11 @@ def test_no_matplotlib_table_still_complete(tmp_path, capsys, no_matplotlib):
 
 # ----------------------------------------------------------------------------- select and report
 
-def scored_run(folder, method, lr, seed, part, returned, last=None, scores=(), **config):
+def scored_run(folder, method, lr, seed, part, returned, last=None, scores=(), code=None, **config):
     """A completed run with its eval_PART.json (scores: more of its keys); its final_val_loss (1.0) is
     lower than any score, so a choice made from result.json instead of the half's score shows."""
     path = folder / f"{method}_lr{lr}_{'_'.join(f'{k}{v}' for k, v in config.items())}_seed{seed}"
-    write_result(path, method, loss=1.0, lr=lr, seed=seed, **config)
+    write_result(path, method, loss=1.0, lr=lr, seed=seed, code=code, **config)
     (path / f"eval_{part}.json").write_text(json.dumps({"returned": returned, "last": returned if last is None else last,
                                                         **dict(scores)}))
     return path
@@ -436,3 +436,87 @@ def test_across_without_matplotlib_still_prints_the_tables(tmp_path, capsys, no_
     out = capsys.readouterr().out
     assert row(out, "adamw")[1] == cell(3.05, statistics.stdev([3.0, 3.1]), 2) + ", lr 0.001"
     assert "matplotlib is not installed: no plot" in out
+
+
+# ----------------------------------------------------------------------------- the code of the runs
+
+def test_runs_of_different_code_are_refused_in_one_table_unless_asked(tmp_path, capsys):
+    selected = {"seed": 1337, "variants": {"adamw": {"lr": 1e-3, "tuning_loss": 3.0, "on_edge": False}}}
+    (tmp_path / "selection.json").write_text(json.dumps(selected))
+    scored_run(tmp_path, "adamw", 1e-3, 1337, "tuning", 3.0, code="a" * 40)
+    scored_run(tmp_path, "adamw", 1e-3, 2, "test", 3.1, code="a" * 40)
+    scored_run(tmp_path, "adamw", 1e-3, 3, "test", 3.2, code="b" * 40)
+    scored_run(tmp_path, "adamw", 1e-3, 4, "test", 3.3)  # made before runs recorded their code
+    assert analysis.main(["select", str(tmp_path)]) == 0  # the tuning half's runs: one code
+    assert "Mixed code" not in capsys.readouterr().out
+    for command in (["report", str(tmp_path)], ["across", str(tmp_path)], ["summarize", str(tmp_path), "--no_plot"]):
+        assert analysis.main(command) == 1
+        err = capsys.readouterr().err
+        assert "runs of different code: " in err and "bbbbbbbbbb (1 run)" in err and "unknown (1 run)" in err, err
+        assert "--allow_mixed_code" in err
+    assert analysis.main(["report", str(tmp_path), "--allow_mixed_code"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Mixed code (--allow_mixed_code): {tmp_path}, test half: runs of different code: "
+                          "aaaaaaaaaa (1 run); bbbbbbbbbb (1 run); unknown (1 run)\n")
+    assert row(out, "adamw")[2] == "2, 3, 4"
+
+
+def test_a_run_resumed_by_other_code_is_code_of_its_own(tmp_path):
+    write_result(tmp_path / "a", "adamw", code="a" * 40)
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    result["code"].append({"from_step": 5, "commit": "b" * 40, "dirty": True, "diff_sha256": "c" * 64})
+    assert results.run_code(result) == "aaaaaaaaaa then bbbbbbbbbb+dirty:cccccccccc"
+    assert results.run_code({"config": {}, "summary": {}}) == "unknown"
+
+
+def test_runs_made_before_a_setting_existed_count_with_its_default(tmp_path, capsys):
+    write_result(tmp_path / "old", "pace", loss=3.0, seed=0)  # made before pullback_params existed
+    write_result(tmp_path / "new", "pace", loss=3.2, seed=1, pullback_params="all")
+    write_result(tmp_path / "embedding", "pace", loss=3.9, seed=0, pullback_params="embedding")
+    out = summarize(tmp_path, capsys, "--no_plot").out
+    rows = [line for line in out.splitlines() if line.startswith("| 0.001")]
+    assert rows == ["| 0.001 | cos | all | 3.1000 ± 0.1414 (n=2) [c=0.15 κ=0.2] | – |",
+                    "| 0.001 | cos | embedding | 3.9000 (n=1) [c=0.15 κ=0.2] | – |"]
+
+
+# ----------------------------------------------------------------------------- compare
+
+def test_compare_rows_of_runs_over_seeds_each_against_the_named_rows(tmp_path, capsys):
+    for s in (2, 3, 4):
+        scored_run(tmp_path / "a", "ema", 1e-3, s, "test", 3.0 + s / 100, 3.1, ema_kappa=0.5)
+    for s in (2, 3, 4, 5):
+        scored_run(tmp_path / "b", "pace", 4e-3, s, "test", 2.9 + s / 50, 3.2, lambda_pullback=0.5, ema_kappa=0.5,
+                   pullback_params="embedding")
+    scored_run(tmp_path / "a", "ema", 1e-3, 1337, "tuning", 3.0, ema_kappa=0.5)  # not scored on the test half
+    assert analysis.main(["compare", f"ema={tmp_path}/a/ema*", f"embedding={tmp_path}/b/*", "--against=ema,embedding"]) == 0
+    out = capsys.readouterr().out
+    pace = {s: 2.9 + s / 50 for s in (2, 3, 4, 5)}
+    assert row(out, "ema")[1:4] == ["0.001", "2, 3, 4", cell(3.03, 0.01, 3)]
+    assert row(out, "embedding")[1:5] == ["0.004", "2, 3, 4, 5", cell(statistics.fmean(pace.values()),
+                                                                      statistics.stdev(pace.values()), 4), cell(3.2, 0.0, 4)]
+    assert row(out, "embedding")[7] == analysis.difference(pace, {s: 3.0 + s / 100 for s in (2, 3, 4)})
+    assert row(out, "embedding")[7].endswith("(lower on 3 of 3 seeds)") and row(out, "embedding")[8] == "–"
+    assert f"| {tmp_path}/a/ema_lr0.001_ema_kappa0.5_seed1337 | completed | not scored on the test half" in out
+
+
+@pytest.mark.parametrize("rows, error", [
+    (["x=nothing/*"], "'x=nothing/*': expected LABEL=GLOB"),
+    (["{a}"], "expected LABEL=GLOB"),
+    (["mixed={a}/*,{b}/*"], "the runs of 'mixed' differ in more than their seed"),
+    (["a={a}/*", "--against=b"], "--against names no row: b"),
+])
+def test_compare_refuses_rows_it_cannot_tabulate(tmp_path, capsys, rows, error):
+    scored_run(tmp_path / "a", "ema", 1e-3, 2, "test", 3.0, ema_kappa=0.5)
+    scored_run(tmp_path / "b", "ema", 2e-3, 2, "test", 3.0, ema_kappa=0.5)
+    assert analysis.main(["compare", *(r.format(a=tmp_path / "a", b=tmp_path / "b") for r in rows)]) == 1
+    assert error in capsys.readouterr().err
+
+
+def test_compare_refuses_runs_of_different_code_unless_asked(tmp_path, capsys):
+    scored_run(tmp_path / "a", "ema", 1e-3, 2, "test", 3.0, code="a" * 40, ema_kappa=0.5)
+    scored_run(tmp_path / "b", "pace", 4e-3, 2, "test", 3.0, code="b" * 40, lambda_pullback=0.5, ema_kappa=0.5)
+    rows = [f"ema={tmp_path}/a/*", f"pace={tmp_path}/b/*"]
+    assert analysis.main(["compare", *rows]) == 1
+    assert "the rows: runs of different code: aaaaaaaaaa (1 run); bbbbbbbbbb (1 run)" in capsys.readouterr().err
+    assert analysis.main(["compare", *rows, "--allow_mixed_code"]) == 0
+    assert capsys.readouterr().out.startswith("Mixed code (--allow_mixed_code): the rows: runs of different code")

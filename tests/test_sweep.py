@@ -15,8 +15,8 @@ from studies import analysis, plots, sweep
 BASE = {"lr": 0.001, "schedule": "cos", "max_steps": 100, "lambda_pullback": 0.15, "ema_kappa": 0.2, "seed": 0}
 
 
-def write_result(path, optimizer, status="completed", loss=3.0, error=None, evals=(), **config):
-    """A result.json as train.py writes it (only the fields sweep.py reads matter)."""
+def write_result(path, optimizer, status="completed", loss=3.0, error=None, evals=(), code=None, **config):
+    """A result.json as train.py writes it (only the fields sweep.py reads matter); code: the commit that made it."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     summary = {"status": status, "final_val_loss": loss if status == "completed" else None}
@@ -25,6 +25,8 @@ def write_result(path, optimizer, status="completed", loss=3.0, error=None, eval
     result = {"config": {**BASE, "optimizer": optimizer, "out_dir": str(path), **config}, "summary": summary,
               "eval_logs": [{"step": s, "val_loss": v, "ema_val_loss": v, "vanilla_val_loss": v} for s, v in evals],
               "step_logs": []}
+    if code is not None:
+        result["code"] = [{"from_step": 0, "commit": code, "dirty": False, "diff_sha256": None}]
     (path / "result.json").write_text(json.dumps(result))
 
 

@@ -72,10 +72,11 @@ def read_result(out_dir):
 
 
 def without_timings(result):
-    """result.json less what differs between two runs of the same training: the timings and the out_dir."""
+    """result.json less what differs between two runs of the same training: the timings, the out_dir and
+    the provenance of its sessions (a resumed run has two, with their own command lines)."""
     summary = {k: v for k, v in result["summary"].items() if k not in ("wall_time", "eval_time", "tokens_per_s")}
     config = {k: v for k, v in result["config"].items() if k != "out_dir"}
-    return {**result, "summary": summary, "config": config}
+    return {**{k: v for k, v in result.items() if k != "code"}, "summary": summary, "config": config}
 
 
 def error_of(fn, *args):

@@ -10,9 +10,11 @@ import pytest
 import torch
 from test_train import args_for, data_dir, finish, one_thread, read_result, run, start  # noqa: F401 (fixtures)
 
+from checkpoint import load_run
 from model import GPT, GPTConfig
 from pace import PACE
-from settings import get_lr, load_settings
+from settings import get_lr, load_settings, make_optimizer
+from tools.evaluate import last_step_gains
 
 # every optimizer setting away from its default, and no two of them equal, so that one
 # passed in another's place shows
@@ -121,3 +123,34 @@ def test_two_processes_with_two_accumulation_steps_match_one(data_dir, tmp_path)
     w1, w2 = (torch.load(tmp_path / d / "ckpt.pt")["model"] for d in ("one", "two"))
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], rtol=1e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize("pulled", ["embedding", "matrices"])
+def test_pullback_params_pulls_those_weights_alone(data_dir, tmp_path, pulled):
+    # a fixed EMA decay below 1: the EMA trails the weights from the first step, so the second step pulls;
+    # until then every run computes the same gradients, so each tensor is pace's where pulled, else ema's
+    common = ["--max_steps=2", "--eval_interval=2", "--ema_kappa=None", "--beta_ema=0.3", "--lambda_pullback=0.5"]
+    for name, setting in ((pulled, f"--pullback_params={pulled}"), ("all", "--optimizer=pace"), ("ema", "--optimizer=ema")):
+        run(data_dir, tmp_path / name, "--optimizer=pace", setting, *common)
+    weights = {name: torch.load(tmp_path / name / "ckpt.pt")["model"] for name in (pulled, "all", "ema")}
+    is_embedding = {"transformer.wte.weight", "lm_head.weight"}  # tied
+    for key, tensor in weights[pulled].items():
+        is_pulled = key in is_embedding if pulled == "embedding" else key not in is_embedding and tensor.dim() == 2
+        same, other = ("all", "ema") if is_pulled else ("ema", "all")
+        assert torch.equal(tensor, weights[same][key]) and not torch.equal(tensor, weights[other][key]), key
+    model, opt, cfg = load_run(tmp_path / pulled)  # the last step's gains, per group: zero where not pulled
+    gains = last_step_gains(model, opt, cfg)
+    assert (gains["token embedding"]["mean_gain"] > 0) == (pulled == "embedding")
+    assert (gains["other matrices"]["mean_gain"] > 0) == (pulled == "matrices")
+    assert gains["vectors"]["mean_gain"] == 0
+
+
+def test_pullback_params_all_keeps_pace_s_two_groups():
+    # "all" is PACE as it always was: model.optim_groups' two groups, the same parameters, one c
+    model = GPT(GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32))
+    cfg = load_settings(["--optimizer=pace", "--lambda_pullback=0.5"])
+    groups = make_optimizer(cfg, model).param_groups
+    assert [g["params"] for g in groups] == [g["params"] for g in model.optim_groups(cfg.weight_decay)]
+    assert [g["lambda_pullback"] for g in groups] == [0.5, 0.5]
+    limited = make_optimizer(load_settings(["--optimizer=pace", "--pullback_params=matrices"]), model).param_groups
+    assert [p for g in limited for p in g["params"]] == [p for g in groups for p in g["params"]]  # the same order

@@ -12,15 +12,16 @@ targets stay inside the half). For each run, the returned model (the EMA for ema
 the last iterate for adamw) and the last iterate are scored from its ckpt.pt, and the mean
 loss per token goes into RUN/eval_PART.json, written atomically:
 
-    {"part", "val_file", "first_token", "tokens", "bytes", "returned", "last"}
+    {"part", "val_file", "first_token", "tokens", "bytes", "returned", "last", "code"}
     + for ema and pace: "blends": {"0": .., "0.25": .., "0.5": .., "0.75": .., "1": ..}
     + for pace: "last_step_gains": {"step": .., "token embedding": {"mean_gain", "clamped_share", "numel"},
                                     "other matrices": {...}, "vectors": {...}}
 
-"bytes" is the UTF-8 length of the text of the scored targets (GPT-2 tokens; the end-of-text token
-between documents is no text: 0 bytes), so that a loss converts to bits per byte:
-loss * tokens / (bytes * ln 2). "blends" are the losses of the weights
-alpha * EMA + (1 - alpha) * live weights: alpha 1 is the returned model, 0 the last iterate.
+"code" is the scoring's provenance (provenance.py: commit, dirty, torch, device, command); the
+run's own is in its result.json. "bytes" is the UTF-8 length of the text of the scored targets
+(GPT-2 tokens; the end-of-text token between documents is no text: 0 bytes), so that a loss
+converts to bits per byte: loss * tokens / (bytes * ln 2). "blends" are the losses of the
+weights alpha * EMA + (1 - alpha) * live weights: alpha 1 is the returned model, 0 the last iterate.
 "last_step_gains" are PACE's pullback gains of the run's last step, recomputed from the
 checkpoint's second moments, per parameter group (the token embedding, tied to the output
 layer; the other matrices; the vectors): their mean and the share that was clamped to 1.
@@ -44,6 +45,7 @@ import pace
 from checkpoint import autocast, get_device, load_run, save_json
 from model import mean_loss
 from prepare_fineweb import EOT, ShardError, first_line, load_tokenizer, read_shard
+from provenance import device_description, provenance
 from settings import die, get_lr
 
 PARTS = ("tuning", "test")
@@ -149,7 +151,8 @@ def score(out_dir, part, device):
     model.eval()
     val_file, tokens, first, n_seq = read_half(cfg.data_dir, cfg.block_size, part, out_dir)
     record = {"part": part, "val_file": val_file, "first_token": first, "tokens": n_seq * cfg.block_size,
-              "bytes": target_bytes(tokens, first, n_seq, cfg.block_size, val_file)}
+              "bytes": target_bytes(tokens, first, n_seq, cfg.block_size, val_file),
+              "code": provenance([device_description(device)])}
     val = torch.from_numpy(tokens[first:first + n_seq * cfg.block_size + 1].astype(np.int64)).to(device)
     model.to(device)
 
