@@ -38,7 +38,8 @@ Implementations of the same update, the fastest available by default: fused=True
 with torch.compile, 8 tensors to a kernel that reads and writes each once (torch >= 2.5; a C++
 compiler on CPU, Triton on GPU); fused=None falls back to foreach, with one warning, where it
 cannot run. foreach=True uses torch._foreach_*; both False is the plain loop, the reference.
-log_stats=True records get_step_stats() and takes the plain loop.
+log_stats=True records get_step_stats() by a read-only pass of the plain loop on copies,
+before the step: the step is the same whether it is observed or not.
 """
 
 import contextlib
@@ -127,6 +128,13 @@ def _single_tensor_step(tensor_lists, k, s, stats=None):
         _pace_tensor_step(*tensors, k, s, stats)
 
 
+def _record_stats(tensor_lists, k, s, stats):
+    """The telemetry of a step, read-only: the rule on copies of the state, one tensor at a time, adds its
+    sums to stats; the step itself is then taken as on any other step, so observing never changes a run."""
+    for param, grad, *state in zip(*tensor_lists):
+        _pace_tensor_step(param.clone(), grad, *(None if t is None else t.clone() for t in state), k, s, stats)
+
+
 def _foreach_step(tensor_lists, k, s):
     """The same update with torch._foreach_* ops, per device and dtype."""
     for params, grads, exp_avgs, exp_avg_sqs, emas in _by_device_and_dtype(tensor_lists):
@@ -180,7 +188,7 @@ class PACE(Optimizer):
         ema_rho=0.0,  # steps held before the schedule decays
         ema_gamma=1.0,  # schedule rate
         ema_update_freq=1,  # update the EMA every uf steps (pullback every step)
-        log_stats=False,  # record telemetry for get_step_stats() (synchronizes)
+        log_stats=False,  # record telemetry for get_step_stats(): a read-only pass, the step unchanged
         *,
         foreach=None,  # multi-tensor path; None: on when fused is off
         fused=None,  # compiled single-kernel path; None: on when it compiles
@@ -240,8 +248,8 @@ class PACE(Optimizer):
         for t, tensors in by_step.items():
             k, s = _step_scalars(group, t)
             if group["log_stats"]:
-                _single_tensor_step(tensors, k, s, self._stat_sums(tensors[0][0].device))
-            elif _use_fused(group, tensors[0][0].device):
+                _record_stats(tensors, k, s, self._stat_sums(tensors[0][0].device))
+            if _use_fused(group, tensors[0][0].device):
                 _fused_step(tensors, k, s)
             elif group["foreach"] is not False:
                 _foreach_step(tensors, k, s)

@@ -73,17 +73,17 @@ class Settings:
     eval_tokens: int = 10_485_760  # the first this many tokens of the validation shard: the community's 10M
     log_interval: int = 10  # read the training loss back from the device every this many steps
     ckpt_interval: int = 1000  # write ckpt.pt every this many steps, and after the last
-    stats_interval: int = 250  # ema, pace: PACE's telemetry into step_logs every this many steps (pace.py's plain loop: docs/measurements.md); 0: never
+    stats_interval: int = 250  # ema, pace: PACE's telemetry into step_logs every this many steps (its cost: docs/measurements.md); 0: never
     # Weights & Biases, as nanoGPT: the master process logs step_logs, eval_logs and the summary to it
     wandb_log: bool = False  # needs pip install wandb
     wandb_project: str = "pace"
     wandb_run_name: str | None = None  # None: out_dir's last folder name
 
 
-# settings a resumed run may change: where files are and how the steps are executed, not what they compute
-# (stats_interval is not one: its steps take pace.py's plain loop, which rounds differently)
+# settings a resumed run may change: where files are and how the steps are executed or observed, not what
+# they compute
 RESUMABLE_CHANGES = ("data_dir", "out_dir", "resume", "device", "compile", "batch_size",
-                     "eval_interval", "vanilla_eval_interval", "log_interval", "ckpt_interval",
+                     "eval_interval", "vanilla_eval_interval", "log_interval", "ckpt_interval", "stats_interval",
                      "wandb_log", "wandb_project", "wandb_run_name")
 DEFAULTS = Settings()  # what a checkpoint written before a setting existed ran with
 ERROR_PREFIX = "train.py: error: "

@@ -409,11 +409,9 @@ def train(run):
     evaluation and checkpoint when they are due."""
     cfg, model, opt, scaler = run.cfg, run.model, run.opt, run.scaler
     while run.step < cfg.max_steps:
-        # the learning rate of this step, and whether it records PACE's telemetry: such a step runs
-        # pace.py's plain loop, which rounds differently, so every process takes it on the same steps,
-        # and adamw too (recording nothing) so that its iterates stay bit-identical to ema's
+        # the learning rate of this step, and whether it records PACE's telemetry (read-only: ema, pace)
         lr = get_lr(run.step, cfg)
-        stats_step = cfg.stats_interval > 0 and (run.step + 1) % cfg.stats_interval == 0
+        stats_step = cfg.stats_interval > 0 and (run.step + 1) % cfg.stats_interval == 0 and cfg.optimizer != "adamw"
         for group in opt.param_groups:
             group["lr"], group["log_stats"] = lr, stats_step
         # forward and backward passes over this process's micro-batches: their gradients add up
@@ -434,7 +432,7 @@ def train(run):
         scaler.step(opt)  # float16: skipped when a gradient overflowed, leaving weights and state untouched
         scaler.update()
         skipped = scaler.get_scale() < scale
-        stats = opt.get_step_stats() if stats_step and not skipped and cfg.optimizer != "adamw" else {}
+        stats = opt.get_step_stats() if stats_step and not skipped else {}
         opt.zero_grad()
         run.step += 1
         run.bar.update()

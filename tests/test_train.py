@@ -268,7 +268,7 @@ def test_each_method_trains(data_dir, tmp_path):
 
 def test_two_processes_match_one(data_dir, tmp_path):
     common = ["--optimizer=pace", "--max_steps=8", "--eval_interval=4", "--vanilla_eval_interval=4", "--ckpt_interval=8",
-              "--stats_interval=4"]  # every rank takes pace.py's plain loop at steps 4 and 8
+              "--stats_interval=4"]  # every rank records PACE's telemetry at steps 4 and 8
     out = finish(start(tmp_path / "log", os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone",
                        "--nproc_per_node=2", "train.py", *args_for(data_dir, tmp_path / "two", *common)))
     assert "2 process(es) on cpu, 1 accumulation step(s)" in out
