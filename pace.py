@@ -93,21 +93,21 @@ def _step_scalars(group, t):
                     lr * group["lambda_pullback"] * decay, decay if t % group["ema_update_freq"] == 0 else 0.0))
 
 
-def _pace_tensor_step(param, grad, exp_avg, exp_avg_sq, ema, k, s, stats=None):
-    """One step on one tensor, in place: the rule. ema is None for plain AdamW; k and s are the
+def _pace_tensor_step(param, grad, exp_avg, exp_avg_sq, ema, const, per_step, stats=None):
+    """One step on one tensor, in place: the rule. ema is None for plain AdamW; const and per_step are
     Constants and PerStep (Python floats, or 0-d tensors when compiled); stats, when given,
     holds the running sums get_step_stats() reads."""
-    exp_avg.mul_(k.beta1).add_(grad * k.one_minus_beta1)
-    exp_avg_sq.mul_(k.beta2).add_(grad * grad * k.one_minus_beta2)
+    exp_avg.mul_(const.beta1).add_(grad * const.one_minus_beta1)
+    exp_avg_sq.mul_(const.beta2).add_(grad * grad * const.one_minus_beta2)
     # AdamW's step and the pullback share the denominator sqrt(v_hat) + eps: one division
     # per coordinate serves both (the compiled kernel is compute-bound on CPU).
-    inv_denom = (exp_avg_sq.sqrt() * s.inv_bias_correction2_sqrt).add_(k.eps).reciprocal_()
-    adamw_result = param * s.weight_decay_factor + exp_avg * inv_denom * s.neg_step_size  # theta'
+    inv_denom = (exp_avg_sq.sqrt() * per_step.inv_bias_correction2_sqrt).add_(const.eps).reciprocal_()
+    adamw_result = param * per_step.weight_decay_factor + exp_avg * inv_denom * per_step.neg_step_size  # theta'
     if ema is None:
         param.copy_(adamw_result)
         return
-    raw_gain = inv_denom * s.pull_scale
-    gain = raw_gain.clamp(max=k.max_gain)
+    raw_gain = inv_denom * per_step.pull_scale
+    gain = raw_gain.clamp(max=const.max_gain)
     to_ema = ema - param  # from the weights before this step (rule step 4)
     pull = to_ema * gain
     if stats is not None:
@@ -119,44 +119,45 @@ def _pace_tensor_step(param, grad, exp_avg, exp_avg_sq, ema, k, s, stats=None):
         stats["pullback_sq"] += pull.double().square().sum()
         stats["ema_distance_sq"] += to_ema.double().square().sum()
     param.copy_(adamw_result + pull)
-    ema.add_((param.to(ema.dtype) - ema) * s.ema_weight)
+    ema.add_((param.to(ema.dtype) - ema) * per_step.ema_weight)
 
 
-def _single_tensor_step(tensor_lists, k, s, stats=None):
+def _single_tensor_step(tensor_lists, const, per_step, stats=None):
     """The plain loop: the rule, one tensor at a time."""
     for tensors in zip(*tensor_lists):
-        _pace_tensor_step(*tensors, k, s, stats)
+        _pace_tensor_step(*tensors, const, per_step, stats)
 
 
-def _record_stats(tensor_lists, k, s, stats):
+def _record_stats(tensor_lists, const, per_step, stats):
     """The telemetry of a step, read-only: the rule on copies of the state, one tensor at a time, adds its
     sums to stats; the step itself is then taken as on any other step, so observing never changes a run."""
     for param, grad, *state in zip(*tensor_lists):
-        _pace_tensor_step(param.clone(), grad, *(None if t is None else t.clone() for t in state), k, s, stats)
+        copies = (None if t is None else t.clone() for t in state)
+        _pace_tensor_step(param.clone(), grad, *copies, const, per_step, stats)
 
 
-def _foreach_step(tensor_lists, k, s):
+def _foreach_step(tensor_lists, const, per_step):
     """The same update with torch._foreach_* ops, per device and dtype."""
     for params, grads, exp_avgs, exp_avg_sqs, emas in _by_device_and_dtype(tensor_lists):
-        torch._foreach_lerp_(exp_avgs, grads, k.one_minus_beta1)
-        torch._foreach_mul_(exp_avg_sqs, k.beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, k.one_minus_beta2)
+        torch._foreach_lerp_(exp_avgs, grads, const.one_minus_beta1)
+        torch._foreach_mul_(exp_avg_sqs, const.beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, const.one_minus_beta2)
         denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_mul_(denom, s.inv_bias_correction2_sqrt)
-        torch._foreach_add_(denom, k.eps)
+        torch._foreach_mul_(denom, per_step.inv_bias_correction2_sqrt)
+        torch._foreach_add_(denom, const.eps)
         if emas[0] is not None:
             gain = torch._foreach_reciprocal(denom)
-            torch._foreach_mul_(gain, s.pull_scale)
-            torch._foreach_clamp_max_(gain, k.max_gain)
+            torch._foreach_mul_(gain, per_step.pull_scale)
+            torch._foreach_clamp_max_(gain, const.max_gain)
             pull = torch._foreach_sub(emas, params)
             torch._foreach_mul_(pull, gain)
             del gain
-        torch._foreach_mul_(params, s.weight_decay_factor)
-        torch._foreach_addcdiv_(params, exp_avgs, denom, s.neg_step_size)
+        torch._foreach_mul_(params, per_step.weight_decay_factor)
+        torch._foreach_addcdiv_(params, exp_avgs, denom, per_step.neg_step_size)
         if emas[0] is not None:
             torch._foreach_add_(params, pull)
             live = [p.to(ema.dtype) for p, ema in zip(params, emas)]  # no copy if same dtype
-            torch._foreach_lerp_(emas, live, s.ema_weight)
+            torch._foreach_lerp_(emas, live, per_step.ema_weight)
 
 
 def _by_device_and_dtype(tensor_lists):
@@ -246,15 +247,15 @@ class PACE(Optimizer):
                 slot.append(_local(tensor))
             state["step"] += 1
         for t, tensors in by_step.items():
-            k, s = _step_scalars(group, t)
+            const, per_step = _step_scalars(group, t)
             if group["log_stats"]:
-                _record_stats(tensors, k, s, self._stat_sums(tensors[0][0].device))
+                _record_stats(tensors, const, per_step, self._stat_sums(tensors[0][0].device))
             if _use_fused(group, tensors[0][0].device):
-                _fused_step(tensors, k, s)
+                _fused_step(tensors, const, per_step)
             elif group["foreach"] is not False:
-                _foreach_step(tensors, k, s)
+                _foreach_step(tensors, const, per_step)
             else:
-                _single_tensor_step(tensors, k, s)
+                _single_tensor_step(tensors, const, per_step)
 
     def _stat_sums(self, device):
         if self._stats is None:
@@ -373,7 +374,7 @@ _PADDING = {}  # (device, dtype) of each slot -> scratch tensors that fill the l
 _FUSED_ERRORS = {}  # device type -> None where the fused path runs, else why it does not
 
 
-def _fused_step(tensor_lists, k, s):
+def _fused_step(tensor_lists, const, per_step):
     """The step of these tensors through the compiled kernels, under the torch settings they need."""
     with contextlib.ExitStack() as settings:
         settings.enter_context(torch.no_grad())  # as in step(): grad mode is part of the graph's guards
@@ -382,24 +383,26 @@ def _fused_step(tensor_lists, k, s):
         for tensors in _by_device_and_dtype(tensor_lists):
             # the PerStep scalars in the parameters' compute dtype, as eager ops cast Python scalars;
             # to a GPU from pinned memory, asynchronously: no synchronization per step
-            device, per_step = tensors[0][0].device, torch.tensor(s, dtype=_ema_dtype(tensors[0][0]))
-            per_step = per_step if device.type == "cpu" else per_step.pin_memory().to(device, non_blocking=True)
+            device, per_step_tensor = tensors[0][0].device, torch.tensor(per_step, dtype=_ema_dtype(tensors[0][0]))
+            if device.type != "cpu":
+                per_step_tensor = per_step_tensor.pin_memory().to(device, non_blocking=True)
             # one tuple per tensor; empty ones (a rank's share of a small FSDP2 parameter) have nothing to step
             vectors = [_as_vectors(ts) for ts in zip(*tensors) if ts[0].numel() > 0]
             if not vectors:
                 continue
-            if (_slots(vectors[0]), k) not in _COMPILED_ON_LARGE:  # a new graph: compiled on large tensors
-                _compiled_step(*zip(*[_scratch(vectors[0], COMPILE_NUMEL) for _ in range(FUSED_CHUNK)]), k, per_step)
-                _COMPILED_ON_LARGE.add((_slots(vectors[0]), k))
+            if (_slots(vectors[0]), const) not in _COMPILED_ON_LARGE:  # a new graph: compiled on large tensors
+                scratch = [_scratch(vectors[0], COMPILE_NUMEL) for _ in range(FUSED_CHUNK)]
+                _compiled_step(*zip(*scratch), const, per_step_tensor)
+                _COMPILED_ON_LARGE.add((_slots(vectors[0]), const))
             vectors += _padding(vectors[0], -len(vectors) % FUSED_CHUNK)
             for i in range(0, len(vectors), FUSED_CHUNK):
-                _compiled_step(*zip(*vectors[i:i + FUSED_CHUNK]), k, per_step)
+                _compiled_step(*zip(*vectors[i:i + FUSED_CHUNK]), const, per_step_tensor)
 
 
-def _multi_tensor_step(params, grads, exp_avgs, exp_avg_sqs, emas, k, per_step):
+def _multi_tensor_step(params, grads, exp_avgs, exp_avg_sqs, emas, const, per_step_tensor):
     """What is compiled: the rule on every tensor of a chunk, the PerStep scalars from one tensor."""
     for tensors in zip(params, grads, exp_avgs, exp_avg_sqs, emas):
-        _pace_tensor_step(*tensors, k, PerStep(*per_step))
+        _pace_tensor_step(*tensors, const, PerStep(*per_step_tensor))
 
 
 def _compiled_step(*args):

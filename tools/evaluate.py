@@ -131,17 +131,18 @@ def last_step_gains(model, opt, cfg):
             state = opt.state[p]
             t = state["step"] - 1  # the last step's index: state["step"] counts the completed steps
             steps.add(state["step"])
-            k, s = pace._step_scalars({**group, "lr": get_lr(t, cfg)}, t)
-            raw_gain = (state["exp_avg_sq"].sqrt() * s.inv_bias_correction2_sqrt).add_(k.eps).reciprocal_() * s.pull_scale
-            gain = raw_gain.clamp(max=k.max_gain)
-            s = sums[gain_group(model, p)]
-            s["gain"] += gain.sum(dtype=torch.float64).item()
-            s["clamped"] += int((raw_gain > gain).sum())
-            s["numel"] += gain.numel()
+            const, per_step = pace._step_scalars({**group, "lr": get_lr(t, cfg)}, t)
+            inv_denom = (state["exp_avg_sq"].sqrt() * per_step.inv_bias_correction2_sqrt).add_(const.eps).reciprocal_()
+            raw_gain = inv_denom * per_step.pull_scale
+            gain = raw_gain.clamp(max=const.max_gain)
+            group_sums = sums[gain_group(model, p)]
+            group_sums["gain"] += gain.sum(dtype=torch.float64).item()
+            group_sums["clamped"] += int((raw_gain > gain).sum())
+            group_sums["numel"] += gain.numel()
     gains = {"step": max(steps)}
-    for name, s in sums.items():
-        gains[name] = {"mean_gain": s["gain"] / s["numel"], "clamped_share": s["clamped"] / s["numel"],
-                       "numel": s["numel"]}
+    for name, group_sums in sums.items():
+        gains[name] = {"mean_gain": group_sums["gain"] / group_sums["numel"],
+                       "clamped_share": group_sums["clamped"] / group_sums["numel"], "numel": group_sums["numel"]}
     return gains
 
 
