@@ -3,8 +3,8 @@ with AdamW, EMA-evaluated AdamW and PACE, and compare the models they return: a 
 and their curves in out_dir/curves.png.
 
     make demo                                   # streams the slice from the hub
-    PACE_DATA_FILES='../shared/corpus/pydocs/*.parquet' \\
-    TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache make demo    # offline, from local files
+    PACE_DATA_FILES='/data/mytext/*.parquet' \\
+    TIKTOKEN_CACHE_DIR=/data/tiktoken_cache make demo    # offline, from local files
 
 A rerun reuses the prepared shards and skips (or resumes) the runs already done; the
 GPU is used when there is one (train.py's device=auto). Any other --key=value is a

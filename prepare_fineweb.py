@@ -6,7 +6,7 @@ Usage:
     python prepare_fineweb.py --dataset HuggingFaceFW/fineweb-edu --name sample-10BT
     python prepare_fineweb.py --max_tokens 10000000 --out_dir data/fineweb10M --overwrite
     python prepare_fineweb.py --data_files 'corpus/*.parquet' --out_dir data/mini --shard_size 1000000
-    TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache python prepare_fineweb.py --data_files '...'   # offline
+    TIKTOKEN_CACHE_DIR=/data/tiktoken_cache python prepare_fineweb.py --data_files '...'   # offline
 
 Input: a hub dataset through `datasets` (streamed, so the raw text never lands on disk), or with
 --data_files local parquet / jsonl files with a `text` column (FineWeb's schema) or .txt files
