@@ -8,8 +8,8 @@ administration and the kernel's development process, not a programming language'
 The commands that rebuild data/kerneldocs, from the repository's root (the package is unpacked
 into /tmp, not installed; a newer version of it gives other bytes):
 
-    apt-get update && apt-get download linux-doc-6.1=6.1.192-3
-    dpkg-deb -x linux-doc-6.1_6.1.192-3_all.deb /tmp/linux-doc
+    apt-get update && (cd /tmp && apt-get download linux-doc-6.1=6.1.192-3)   # 37 MB
+    dpkg-deb -x /tmp/linux-doc-6.1_6.1.192-3_all.deb /tmp/linux-doc
     export TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache   # offline: the GPT-2 BPE, for token_count
     python -m studies.kerneldocs /tmp/linux-doc/usr/share/doc/linux-doc-6.1/html/_sources data/kerneldocs.parquet
     python prepare_fineweb.py --data_files data/kerneldocs.parquet --out_dir data/kerneldocs --shard_size 1000000
