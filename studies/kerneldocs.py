@@ -130,10 +130,16 @@ def build(source):
 
 
 def write(table, out):
-    """Write the table to out through a temporary file, so that out is either complete or as it was."""
+    """Write the table to out, making its folder, through a temporary file: out is either complete or as it was."""
     tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(table, tmp, compression="snappy")
-    os.replace(tmp, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp, compression="snappy")
+        os.replace(tmp, out)
+    except OSError as e:
+        if tmp.exists():
+            tmp.unlink()
+        raise CorpusError(f"{out}: cannot write it: {e.strerror or e}") from None
 
 
 def main(argv=None):
@@ -142,13 +148,11 @@ def main(argv=None):
     parser.add_argument("out", type=Path, help="the parquet file to write (replaced if it exists)")
     args = parser.parse_args(argv)
     try:
-        if not args.out.parent.is_dir():
-            raise CorpusError(f"{args.out}: its folder {args.out.parent} does not exist")
         table = build(args.source)
+        write(table, args.out)
     except CorpusError as e:
         print(f"kerneldocs.py: error: {e}", file=sys.stderr)
         return 1
-    write(table, args.out)
     files = len({path for path in table.column("file_path").to_pylist()})
     print(f"wrote {table.num_rows:,} documents of {files:,} files, {sum(map(size, table.column('text').to_pylist())):,} "
           f"bytes, {sum(table.column('token_count').to_pylist()):,} GPT-2 tokens to {args.out}")

@@ -149,3 +149,16 @@ def test_bad_input_is_a_one_line_error_and_leaves_the_output_alone(tmp_path, cap
     assert err.startswith("kerneldocs.py: error:") and len(err.splitlines()) == 1
     assert message in err and str(source) in err
     assert out.read_bytes() == b"an earlier build" and not list(tmp_path.glob("*.tmp"))
+
+
+def test_an_unwritable_output_is_a_one_line_error(tmp_path, capsys, gpt2_encoding):
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "a_file" / "corpus.parquet"  # unwritable even for root, unlike a chmod-ed folder
+    assert K.main([SAMPLE, str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kerneldocs.py: error:") and len(err.splitlines()) == 1 and str(out) in err
+
+
+def test_the_output_folder_is_made(tmp_path, gpt2_encoding):
+    assert K.main([SAMPLE, str(tmp_path / "data" / "corpus.parquet")]) == 0
+    assert pq.read_table(tmp_path / "data" / "corpus.parquet").num_rows == 9
