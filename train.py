@@ -10,7 +10,8 @@ The settings, their defaults (the GPT-2-124M recipe) and how config files and --
 arguments set them: settings.py. A run writes result.json and ckpt.pt into out_dir
 (checkpoint.py); summary.status in result.json is "running", "completed", "preempted" or
 "failed". --resume=True continues the run in out_dir from ckpt.pt; a run killed at any moment
-and resumed ends exactly as it would have without the interruption. SIGTERM or SIGUSR1 stops
+and resumed ends exactly as it would have without the interruption (on GPUs with deterministic=True;
+without it, within rounding: docs/gpus.md). SIGTERM or SIGUSR1 stops
 a run after the step in flight, with a checkpoint, and exit status 75. With several nodes,
 out_dir must be on a file system they share. Under torchrun the processes agree on the run
 before the first step, and stop together (processes.py). docs/training.md tells more.
@@ -142,9 +143,11 @@ class Run:
         if self.device_type == "cuda":
             torch.cuda.set_device(self.device)
             torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls that remain outside autocast
+        torch.use_deterministic_algorithms(cfg.deterministic)  # an op without a deterministic kernel then raises
         if cfg.deterministic:  # cuBLAS reduces in a fixed order only with a fixed workspace, read at its first use
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(cfg.deterministic)  # an op without a deterministic kernel then raises
+            # nothing here reads memory before writing it: filling every new tensor would cost a write of it
+            torch.utils.deterministic.fill_uninitialized_memory = False
         tokens_per_micro_step = cfg.batch_size * cfg.block_size * procs.world_size
         if cfg.total_batch_size % tokens_per_micro_step:
             die(f"total_batch_size ({cfg.total_batch_size}) must be a multiple of batch_size * block_size * processes "

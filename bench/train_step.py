@@ -82,7 +82,8 @@ class StepMeter:
         self.report.update({
             "loss": run.cfg.loss, "dtype": run.cfg.dtype, "processes": run.procs.world_size,
             "fused_optimizer": run.opt.param_groups[0]["fused"],
-            "graph_breaks": sum(breaks.values()), "graph_break_reasons": [r.splitlines()[0] for r in breaks],
+            # the places where dynamo broke the graph, each counted once (every compilation, eval's too, meets it again)
+            "graph_breaks": len(breaks), "graph_break_reasons": [" ".join(r.split())[:200] for r in breaks],
             "recompile_reasons": [m.recompile_reason.splitlines()[0] for m in get_compilation_metrics() if m.recompile_reason],
             "peak_memory": torch.cuda.max_memory_allocated(run.device) if run.device_type == "cuda" else None,
         })
