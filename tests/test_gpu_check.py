@@ -85,7 +85,7 @@ def test_the_budget_holds_whatever_a_check_does(tmp_path):
     script = planted_runner(tmp_path, '"quick": Check(quick, 1, 60), "raises": Check(raises, 1, 60), '
                                       '"hangs_past_its_cap": Check(hangs, 1, 5), "hangs": Check(hangs, 1, 1000), '
                                       '"after": Check(quick, 1, 60)')
-    out, budget = tmp_path / "out", 60
+    out, budget = tmp_path / "out", 90  # time for three checks on a busy machine (each process imports torch)
     start = time.monotonic()
     p = subprocess.run([sys.executable, str(script), "--device=cpu", f"--budget={budget}", f"--out={out}"],
                        capture_output=True, text=True, timeout=budget + 60)
@@ -164,3 +164,12 @@ def test_the_memory_estimate_is_the_arithmetic_of_the_docs():
     assert gpu_check.memory_estimate(loss="full") == pytest.approx((rest + 65536 * 50304 * 4) / 1e9)
     assert gpu_check.memory_estimate(loss="chunked") == pytest.approx(
         (rest + 8192 * 50304 * 8 + (65536 + 50304) * 768 * 4) / 1e9)
+
+
+def test_the_memory_and_loss_chunk_rows_measure_gpt2_124m():
+    # bench.training given configs/gpu80gb.py, as those rows run it: train.py's defaults under it, not configs/cpu.py
+    p = subprocess.run([sys.executable, "-m", "bench.training", "configs/gpu80gb.py", "--device=cpu", "--steps=0",
+                        "--methods=pace"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("GPT of 12 layers, 12 heads, 768 wide, 50,304 tokens (124,475,904 parameters), 524,288 "
+                               "tokens per step, 8 micro-batch(es) of 64 x 1024, on cpu"), p.stdout
