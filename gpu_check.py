@@ -85,9 +85,10 @@ def last_line(output):
     return lines[-1][:200] if lines else ""
 
 
-def train_command(nproc, *args, module=("train.py",)):
+def python(nproc, *args):
+    """A Python command, under torchrun with nproc processes (0: without torchrun)."""
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else []
-    return [sys.executable, *launcher, *module, *args]
+    return [sys.executable, *launcher, *args]
 
 
 def result_of(out_dir):
@@ -126,7 +127,7 @@ def smoke_args(ctx, nproc, out):
 def check_smoke(ctx, nproc=1):
     """train.py under torchrun, compiled, DDP, the dtype's autocast: speed, and what slows a step down."""
     out = os.path.join(ctx.tmp, f"smoke{nproc}")
-    code, output = run(train_command(nproc, *smoke_args(ctx, nproc, out), module=("-m", "bench.train_step")))
+    code, output = run(python(nproc, "-m", "bench.train_step", *smoke_args(ctx, nproc, out)))
     reports = re.findall(r"^train_step: (.*)$", output, re.M)
     if code != 0 or not reports:
         return row(f"exit {code}: {last_line(output)}", "completes", False)
@@ -150,20 +151,18 @@ def check_smoke(ctx, nproc=1):
 def check_loss(ctx):
     """The loss settings' output layer and loss, forward and backward, timed and measured."""
     from bench.loss import fastest, measure
-    from model import AUTO_LOSS
+    from model import AUTO_LOSS, LOSSES
     sizes = {"cuda": ((16 * 1024, 64 * 1024), 768), "cpu": ((1024,), 128)}
     tokens, n_embd = sizes[ctx.device]
     results = measure(ctx.device, tokens, n_embd=n_embd, repeats=5 if ctx.device == "cuda" else 2)
     auto, cells, passed = AUTO_LOSS[ctx.device], [], True
     for n in tokens:
-        for loss in ("chunked", "full", "liger"):
-            r = results[loss, n]
-            cells.append(f"{loss} {r}" if isinstance(r, str) else f"{loss} {r[0] * 1e3:.1f} ms" + (f" {r[1] / 1e9:.1f} GB" if r[1] else ""))
+        each = [f"{loss} {r}" if isinstance(r, str) else f"{loss} {r[0] * 1e3:.1f} ms" + (f" {r[1] / 1e9:.1f} GB" if r[1] else "")
+                for loss, r in ((loss, results[loss, n]) for loss in LOSSES)]
+        cells.append(f"{n:,} tokens: {', '.join(each)}, fastest {fastest(results, n)}")
         timed = {loss: results[loss, n][0] for loss in ("chunked", "full") if not isinstance(results[loss, n], str)}
         passed &= auto in timed and timed[auto] <= 1.05 * min(timed.values())
-        cells[-3] = f"{n:,} tokens: {cells[-3]}"
-        cells.append(f"fastest {fastest(results, n)}")
-    value = f"{n_embd} wide, 50,304 tokens; loss=auto picks {auto}; " + ", ".join(cells)
+    value = f"{n_embd} wide, 50,304 tokens; loss=auto picks {auto}; " + "; ".join(cells)
     return row(value, f"{auto} (auto's pick) within 5% of the faster of chunked and full at each size", passed)
 
 
@@ -239,7 +238,7 @@ def check_optimizer(ctx):
 def check_collectives(ctx):
     """An all-reduce and the stop flag's agreement over NCCL (gloo on a CPU), in one process per GPU (one on one)."""
     nproc = max(ctx.gpus, 1)
-    code, output = run(train_command(nproc, f"--device={ctx.device}", "--steps=50", "--rounds=3", module=("-m", "bench.stop_flag")))
+    code, output = run(python(nproc, "-m", "bench.stop_flag", f"--device={ctx.device}", "--steps=50", "--rounds=3"))
     cost = re.search(r"adds (-?\d+) us per step", output)
     syncs = re.search(r"synchronizations in \d+ agreements: (\d+)", output)
     if code != 0 or not cost:
@@ -259,7 +258,7 @@ def check_bf16(ctx):
     losses = {}
     for dtype in ("float32", "bfloat16"):
         out = os.path.join(ctx.tmp, f"dtype_{dtype}")
-        code, output = run(train_command(0, *SMALL, f"--data_dir={data(ctx, small=True)}", f"--out_dir={out}", f"--device={ctx.device}",
+        code, output = run(python(0, "train.py", *SMALL, f"--data_dir={data(ctx, small=True)}", f"--out_dir={out}", f"--device={ctx.device}",
                                          f"--dtype={dtype}", "--max_steps=20", "--eval_interval=20", "--log_interval=1",
                                          "--lr=1e-3"))
         if code != 0:
@@ -276,16 +275,16 @@ def stopped_and_resumed(ctx, name, first_device, *settings):
     common = [*SMALL, f"--data_dir={data(ctx, small=True)}", "--max_steps=12", "--eval_interval=12", "--ckpt_interval=2",
               "--log_interval=1", "--optimizer=pace", *settings]
     whole, out = os.path.join(ctx.tmp, f"{name}_whole"), os.path.join(ctx.tmp, name)
-    code, output = run(train_command(0, *common, f"--out_dir={whole}", f"--device={first_device}"))
+    code, output = run(python(0, "train.py", *common, f"--out_dir={whole}", f"--device={first_device}"))
     if code != 0:
         raise RuntimeError(f"the uninterrupted run: exit {code}: {last_line(output)}")
-    first = subprocess.Popen(train_command(0, *common, f"--out_dir={out}", f"--device={first_device}"), cwd=REPO)
+    first = subprocess.Popen(python(0, "train.py", *common, f"--out_dir={out}", f"--device={first_device}"), cwd=REPO)
     while first.poll() is None and not os.path.exists(os.path.join(out, "ckpt.pt")):
         time.sleep(0.05)
     first.terminate()  # a preempted run: it stops after the step in flight
     first.wait()
     stopped_at = torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)["step"]
-    code, output = run(train_command(0, *common, f"--out_dir={out}", f"--device={ctx.device}", "--resume=True"))
+    code, output = run(python(0, "train.py", *common, f"--out_dir={out}", f"--device={ctx.device}", "--resume=True"))
     if code != 0:
         raise RuntimeError(f"the resumed run: exit {code}: {last_line(output)}")
     return result_of(out), stopped_at, result_of(whole)
@@ -384,7 +383,10 @@ def kill_tree(proc):
             kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    proc.wait()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # stuck in the kernel (a GPU driver call): the budget matters more
+        pass
 
 
 def run_check(name, check, args, tmp, deadline):

@@ -37,7 +37,7 @@ def measure(device, tokens, losses=LOSSES, n_embd=768, vocab_size=50304, repeats
     cuda = device == "cuda"
     compile = cuda if compile is None else compile
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
-    step = torch.compile(output_loss) if compile else output_loss
+    step = torch.compile(output_loss, dynamic=False) if compile else output_loss  # static shapes, as in training
     results = {}
     for n in tokens:
         torch.manual_seed(0)
