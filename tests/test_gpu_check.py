@@ -83,9 +83,9 @@ def table(out):
 
 def test_the_budget_holds_whatever_a_check_does(tmp_path):
     script = planted_runner(tmp_path, '"quick": Check(quick, 1, 60), "raises": Check(raises, 1, 60), '
-                                      '"hangs_past_its_cap": Check(hangs, 1, 5), "hangs": Check(hangs, 1, 1000), '
+                                      '"hangs_past_its_cap": Check(hangs, 1, 20), "hangs": Check(hangs, 1, 1000), '
                                       '"after": Check(quick, 1, 60)')
-    out, budget = tmp_path / "out", 90  # time for three checks on a busy machine (each process imports torch)
+    out, budget = tmp_path / "out", 120  # time for three checks on a busy machine (each process imports torch)
     start = time.monotonic()
     p = subprocess.run([sys.executable, str(script), "--device=cpu", f"--budget={budget}", f"--out={out}"],
                        capture_output=True, text=True, timeout=budget + 60)
@@ -95,13 +95,13 @@ def test_the_budget_holds_whatever_a_check_does(tmp_path):
     assert list(rows) == ["quick", "raises", "hangs_past_its_cap", "hangs", "after"]
     assert rows["quick"]["result"] == "pass"
     assert rows["raises"]["result"] == "error" and rows["raises"]["value"] == "error: exit 1: RuntimeError: planted"
-    assert rows["hangs_past_its_cap"]["value"] == "error: stopped at its cap of 5 s"
+    assert rows["hangs_past_its_cap"]["value"] == "error: stopped at its cap of 20 s"
     assert rows["hangs"]["value"].startswith("error: stopped at the end of the budget, after ")
     assert rows["after"]["result"] == "skipped" and rows["after"]["value"].startswith("would not fit: usually takes 1 s, ")
     assert "Traceback" in (out / "raises.log").read_text()  # each check's whole output beside the table
     assert (out / "table.md").read_text().count("\n| ") == 6  # the header row and five checks
-    pids = planted_pids(tmp_path)
-    assert len(pids) == 4 and not any(alive(pid) for pid in pids)  # nothing a stopped check started is left
+    pids = planted_pids(tmp_path)  # two per hanging check that got as far as its function (slow machines: `hangs` alone)
+    assert len(pids) in (2, 4) and not any(alive(pid) for pid in pids)  # nothing a stopped check started is left
 
 
 def test_a_sigterm_leaves_the_rows_finished(tmp_path):
@@ -141,6 +141,7 @@ def test_a_resumed_run_is_compared_step_by_step_with_the_uninterrupted_one():
 
 def test_the_checks_a_cpu_can_run_make_their_rows(capsys, tmp_path, monkeypatch):
     out = tmp_path / "out"
+    monkeypatch.setattr(gpu_check, "START", time.monotonic())  # the budget counts from now, not from this module's import
     for name in ("cpu_checkpoint", "collectives"):  # the caps are a GPU's; a shared CPU may be many times slower
         monkeypatch.setitem(gpu_check.CHECKS, name, dataclasses.replace(gpu_check.CHECKS[name], cap=900))
     assert gpu_check.main(["--device=cpu", "--only=cpu_checkpoint,memory,collectives", f"--out={out}"]) == 0
