@@ -45,9 +45,10 @@ def state_bytes_per_param(opt, params):
 
 
 def measure(device, repeats, config=None):
-    """{optimizer: {"time": [s per round], "launch": [s], "ratio": [x fused AdamW per round], "state": bytes
-    per parameter, "first step": s, "peak": bytes or None}} for the optimizers of make_optimizers, on
-    GPT(config) (None: GPT-2-124M), and a line saying what was measured."""
+    """{optimizer: {"time": [s per round], "launch": [s], "beside": [the mean of the two fused AdamW steps
+    around it, s], "ratio": [time / beside], "state": bytes per parameter, "first step": s, "peak": bytes or
+    None}} for the optimizers of make_optimizers, on GPT(config) (None: GPT-2-124M), and a line saying what
+    was measured."""
     torch.manual_seed(0)
     model = GPT(config or GPTConfig()).to(device)  # GPT-2-124M: the tensors a real run steps
     params = list(model.parameters())
@@ -57,7 +58,7 @@ def measure(device, repeats, config=None):
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    results = {}
+    results, launches = {}, []
     for name, opt in optimizers.items():  # warm-up: state allocation and compilation
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -70,13 +71,13 @@ def measure(device, repeats, config=None):
         first_step = time.perf_counter() - start
         start = time.perf_counter()
         opt.step()
-        launch = time.perf_counter() - start
+        launches.append(time.perf_counter() - start)
         sync()
-        results[name] = {"time": [], "launch": [launch], "ratio": [], "first step": first_step,
+        results[name] = {"time": [], "launch": [], "beside": [], "ratio": [], "first step": first_step,
                          # state and temporaries, beyond the model and the other optimizers
                          "peak": torch.cuda.max_memory_allocated() - before if cuda else None}
     # on CUDA, a sleep long enough for this process to queue the slowest step seen so far, thrice over
-    cycles = sleep_cycles(3 * max(r["launch"][0] for r in results.values())) if cuda else 0
+    cycles = sleep_cycles(3 * max(launches)) if cuda else 0
 
     def timed_step(opt, i):
         """(the step's time, the CPU time of its launches)"""
@@ -107,7 +108,8 @@ def measure(device, repeats, config=None):
             after = timed_step(baseline, i)
             results[name]["time"].append(step_time)
             results[name]["launch"].append(launch)
-            results[name]["ratio"].append(step_time / ((before[0] + after[0]) / 2))
+            results[name]["beside"].append((before[0] + after[0]) / 2)
+            results[name]["ratio"].append(step_time / results[name]["beside"][-1])
             for t, l in (before, after):
                 results["AdamW fused"]["time"].append(t)
                 results["AdamW fused"]["launch"].append(l)
