@@ -154,6 +154,7 @@ def check_loss(ctx):
     from model import AUTO_LOSS, LOSSES
     sizes = {"cuda": ((16 * 1024, 64 * 1024), 768), "cpu": ((1024,), 128)}
     tokens, n_embd = sizes[ctx.device]
+    print(f"bench.loss.measure({ctx.device!r}, {tokens}, n_embd={n_embd})", flush=True)
     results = measure(ctx.device, tokens, n_embd=n_embd, repeats=5 if ctx.device == "cuda" else 2)
     auto, cells, passed = AUTO_LOSS[ctx.device], [], True
     for n in tokens:
@@ -222,6 +223,7 @@ def check_optimizer(ctx):
     from model import GPTConfig
     from statistics import median
     config = GPTConfig() if ctx.device == "cuda" else GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=256)
+    print(f"bench.optimizer.measure({ctx.device!r}, repeats=5, {config}), compile cache {cache}", flush=True)
     results, what = measure(ctx.device, repeats=5, config=config)
     pace = results["PACE fused"]
     ratio = median(pace["ratio"])
