@@ -15,7 +15,15 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn import functional as F
 
-# Tokens per chunk of the fused output layer + loss, per device type (docs/measurements.md, docs/gpus.md).
+# The output layer and loss, by the loss setting: "full" computes the logits and F.cross_entropy
+# inside the compiled graph, as nanoGPT does; "chunked" is fused_cross_entropy below, which never
+# holds the logits of more than a chunk; "liger" is liger-kernel's fused linear cross-entropy (GPUs).
+LOSSES = ("chunked", "full", "liger")
+# loss=auto: chunked on CPUs, where it was measured faster (docs/measurements.md); on GPUs nanoGPT's
+# full logits, the known-good path, until gpu_check.py's loss row measures another one faster.
+AUTO_LOSS = {"cpu": "chunked", "cuda": "full"}
+
+# Tokens per chunk of the chunked loss, per device type (docs/measurements.md, docs/gpus.md).
 # CPU: chosen by measurement on a 2-core CPU. CUDA: every chunk adds its gradient into the float32
 # vocab x n_embd buffer, a read and a write of it, so fewer, larger chunks: a quarter of the passes of
 # 2,048-token chunks, while a chunk's logits and probabilities stay a few GB (gpu_check.py times the neighbours).
@@ -42,24 +50,19 @@ def _chunked_cross_entropy(x, weight, targets, chunk_size, with_grads, buffer=No
     rows at a time so that the full (N, vocab) logits never exist; with_grads: also the sum's
     gradients for x and weight, which cost two products per chunk while its logits are at hand.
     buffer: the LogitsBuffer to compute the logits in (None: a new one)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return _chunked_cross_entropy_autocast(x, weight, targets, chunk_size, with_grads)
     loss = torch.zeros((), dtype=x.dtype, device=x.device)
     grad_x, grad_weight = [], torch.zeros_like(weight) if with_grads else None
-    autocast = torch.is_autocast_enabled(x.device.type)
-    if autocast:  # the products in autocast's dtype, the weight cast once rather than in every product
-        weight = weight.to(torch.get_autocast_dtype(x.device.type))
-    # without autocast every chunk's logits go into the buffer
-    chunk_logits = None if autocast else (buffer or LogitsBuffer()).get(min(chunk_size, len(x)), x, weight.size(0))
+    # every chunk's logits go into the buffer
+    chunk_logits = (buffer or LogitsBuffer()).get(min(chunk_size, len(x)), x, weight.size(0))
     for x_c, y_c in zip(x.split(chunk_size), targets.split(chunk_size)):
-        if autocast:  # the log-sum-exp and softmax in x's precision
-            logits = (x_c @ weight.T).to(x.dtype)
-        else:
-            logits = torch.mm(x_c, weight.T, out=chunk_logits[:len(x_c)])
+        logits = torch.mm(x_c, weight.T, out=chunk_logits[:len(x_c)])
         target_logits = logits.gather(1, y_c[:, None]).squeeze(1)
         max_logits = logits.amax(dim=1)
         # softmax works on each row while it is in cache (max, sum of exponentials, scaling): one pass
-        # over the logits' memory where separate max, subtract, exp, sum and divide make five. In place
-        # in the CPU's buffer; the GPU's chunk is a temporary anyway.
-        probs = torch.softmax(logits, dim=1) if autocast else torch.softmax(logits, dim=1, out=logits)
+        # over the logits' memory where separate max, subtract, exp, sum and divide make five; in place.
+        probs = torch.softmax(logits, dim=1, out=logits)
         # log-sum-exp = max + log(sum of exp(logits - max)), and the largest probability, the max's, is
         # exactly 1 / that sum: it never underflows, unlike the target's (below e^-87 in float32).
         # Two amax passes take half the time of one max with indices.
@@ -67,8 +70,32 @@ def _chunked_cross_entropy(x, weight, targets, chunk_size, with_grads, buffer=No
         if with_grads:
             grad_logits = probs
             grad_logits[torch.arange(len(y_c), device=y_c.device), y_c] -= 1
-            grad_x.append((grad_logits @ weight).to(x.dtype))
+            grad_x.append(grad_logits @ weight)
             grad_weight += grad_logits.T @ x_c
+    return loss, (torch.cat(grad_x) if with_grads else None), grad_weight
+
+
+def _chunked_cross_entropy_autocast(x, weight, targets, chunk_size, with_grads):
+    """_chunked_cross_entropy under autocast (GPUs): the products in autocast's dtype, the softmax
+    and the loss in x's. Per logit, 24 bytes of memory traffic: the product's write (2), the max (2),
+    the softmax's read (2) and float32 write (4), the largest probability (4), one cast of the
+    gradient (4 + 2) and the two products' reads (2 + 2) (docs/gpus.md)."""
+    loss = torch.zeros((), dtype=x.dtype, device=x.device)
+    grad_x, grad_weight = [], torch.zeros_like(weight) if with_grads else None
+    low = torch.get_autocast_dtype(x.device.type)
+    with torch.autocast(x.device.type, enabled=False):  # autocast would copy the logits to float32 for the softmax
+        weight, x_low = weight.to(low), x.to(low)  # cast once, not in every product
+        for x_c, y_c in zip(x_low.split(chunk_size), targets.split(chunk_size)):
+            logits = x_c @ weight.T
+            target_logits = logits.gather(1, y_c[:, None]).squeeze(1).to(x.dtype)
+            max_logits = logits.amax(dim=1).to(x.dtype)
+            probs = torch.softmax(logits, dim=1, dtype=x.dtype)  # as above: the max's probability is 1 / sum
+            loss += (max_logits - target_logits - probs.amax(dim=1).log()).sum()
+            if with_grads:
+                probs[torch.arange(len(y_c), device=y_c.device), y_c] -= 1
+                grad_logits = probs.to(low)
+                grad_x.append((grad_logits @ weight).to(x.dtype))
+                grad_weight += grad_logits.T @ x_c
     return loss, (torch.cat(grad_x) if with_grads else None), grad_weight
 
 
@@ -100,6 +127,23 @@ def fused_cross_entropy(x, weight, targets, chunk_size, buffer=None):
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return _FusedCrossEntropy.apply(x, weight, targets, chunk_size, buffer)
     return _chunked_cross_entropy(x, weight, targets, chunk_size, False, buffer)[0] / len(targets)
+
+
+@torch.compiler.disable  # liger's function, like fused_cross_entropy, computes its gradients in forward
+def liger_cross_entropy(x, weight, targets):
+    """liger-kernel's fused linear cross-entropy (Triton kernels: GPUs only), the mean over the N rows."""
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+    return LigerFusedLinearCrossEntropyLoss()(weight, x, targets)
+
+
+def output_loss(loss, x, weight, targets, buffer=None):
+    """The mean cross-entropy of the logits x @ weight.T (x: N rows) against targets, computed as the
+    loss setting names it (LOSSES). buffer: the chunked loss's LogitsBuffer."""
+    if loss == "full":  # nanoGPT's: under torch.compile, inductor fuses the softmax into its kernels
+        return F.cross_entropy(F.linear(x, weight), targets)
+    if loss == "liger":
+        return liger_cross_entropy(x, weight, targets)
+    return fused_cross_entropy(x, weight, targets, LOSS_CHUNK["cpu" if x.device.type == "cpu" else "cuda"], buffer)
 
 
 GPT2_VOCAB_SIZE = 50257  # GPT-2's tokens: tiktoken's r50k_base, 50,000 merges, 256 bytes, <|endoftext|>
@@ -192,9 +236,12 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
 
-    def __init__(self, config):
+    def __init__(self, config, loss="chunked"):
         super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         self.config = config
+        self.loss = loss  # how forward() computes the output layer and loss: output_loss()
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
@@ -205,7 +252,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # weight tying: one matrix embeds tokens and scores them, saving vocab_size * n_embd parameters
         self.lm_head.weight = self.transformer.wte.weight
-        self.logits_buffer = LogitsBuffer()  # the fused loss's memory, kept from step to step
+        self.logits_buffer = LogitsBuffer()  # the chunked loss's memory, kept from step to step
         self.apply(self._init_weights)
 
     def _init_weights(self, module):
@@ -223,7 +270,7 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None):
         """(logits (B, T, vocab_size), None) for token ids idx (B, T); with targets (B, T):
-        (None, the mean cross-entropy), computed by the fused output layer without the logits."""
+        (None, the mean cross-entropy), computed as self.loss says (output_loss)."""
         B, T = idx.size()
         assert T <= self.config.block_size, f"sequence of length {T} is longer than block_size {self.config.block_size}"
         pos = torch.arange(T, dtype=torch.long, device=idx.device)
@@ -233,8 +280,7 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         if targets is None:
             return self.lm_head(x), None
-        return None, fused_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten(),
-                                         LOSS_CHUNK["cpu" if idx.device.type == "cpu" else "cuda"], self.logits_buffer)
+        return None, output_loss(self.loss, x.flatten(0, 1), self.lm_head.weight, targets.flatten(), self.logits_buffer)
 
     def num_params(self, non_embedding=True):
         """Parameter count, the tied embedding counted once. The position embedding is

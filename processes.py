@@ -59,8 +59,9 @@ def start_processes(args):
     # failed ... Connection refused")
     store, _, _ = next(dist.rendezvous("env://"))
     store = dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    # device_id: NCCL connects the processes now, on this GPU, rather than at the first collective
     dist.init_process_group(backend="nccl" if on_gpus else "gloo", store=store, rank=procs.rank,
-                            world_size=procs.world_size)
+                            world_size=procs.world_size, device_id=torch.device("cuda", procs.local_rank) if on_gpus else None)
     return procs
 
 
@@ -188,21 +189,18 @@ class Preemption:
         """Whether this process stops after the step just taken (every process answers alike)."""
         if not self.procs.ddp:
             return self.received is not None
-        agreed = False
-        if self.pending is not None:  # the previous step's flag: its all-reduce is done by now
-            host, copied = self.pending
-            if copied is not None:
-                copied.synchronize()
-            agreed = host.item() > 0
-        flag = torch.tensor([float(self.received is not None)], device=self.device)
+        if self.pending is None:  # the first step: the flag on the device and its copy on the host (0: go on), kept
+            flag = torch.zeros(1, device=self.device)  # (a new tensor from the host each step would wait for the GPU)
+            self.pending = flag, torch.zeros(1, pin_memory=flag.is_cuda), torch.cuda.Event() if flag.is_cuda else None
+        flag, host, copied = self.pending
+        if copied is not None:  # the previous step's flag: its all-reduce is done by now (not yet recorded: no wait)
+            copied.synchronize()
+        agreed = host.item() > 0
+        flag.fill_(float(self.received is not None))  # on a GPU a kernel with the number as its argument: no copy
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # on a GPU queued on the stream: this process does not wait
-        if flag.is_cuda:  # copied to the host behind this step's work, read at the next step
-            host, copied = torch.empty(1, pin_memory=True), torch.cuda.Event()
-            host.copy_(flag, non_blocking=True)
+        host.copy_(flag, non_blocking=True)  # on a GPU behind this step's work, read at the next step
+        if copied is not None:
             copied.record()
-            self.pending = host, copied
-        else:
-            self.pending = flag, None
         return agreed
 
 

@@ -10,6 +10,7 @@ and arguments win. What the defaults cost is worked out in docs/measurements.md.
 """
 
 import ast
+import importlib.util
 import math
 import os
 import runpy
@@ -20,7 +21,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from model import GPT, GPTConfig
+from model import AUTO_LOSS, GPT, LOSSES, GPTConfig
 from pace import PACE
 
 
@@ -32,8 +33,10 @@ class Settings:
     resume: bool = False  # continue the run in out_dir from its ckpt.pt
     # system
     device: str = "auto"  # auto (cuda if available) | cpu | cuda
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (autocast; float16 with a gradient scaler); auto: bfloat16 on GPUs that have it, float16 on older GPUs, float32 on CPUs
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (autocast; float16 with a gradient scaler); auto: bfloat16 on GPUs that have it, float16 on older GPUs, float32 on CPUs; a run keeps its choice when resumed
     compile: bool | None = None  # torch.compile the model; None: on for cuda, off for cpu
+    loss: str = "auto"  # auto | chunked | full | liger: the output layer and loss (model.LOSSES); auto: chunked on CPUs, full on GPUs (model.AUTO_LOSS)
+    deterministic: bool = False  # torch's deterministic algorithms: a GPU run repeats and resumes bit for bit, more slowly (docs/gpus.md)
     seed: int = 1337  # of the model's initialization
     init_from: str = "scratch"  # scratch | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | a Hugging Face GPT-2 folder | a run's out_dir
     init_weights: str = "returned"  # init_from a run: its returned model (the EMA for ema and pace) or its last iterate
@@ -81,7 +84,7 @@ class Settings:
 
 
 # settings a resumed run may change: where files are and how the steps are executed or observed, not what
-# they compute
+# they compute (loss and deterministic are not: their steps round differently)
 RESUMABLE_CHANGES = ("data_dir", "out_dir", "resume", "device", "compile", "batch_size",
                      "eval_interval", "vanilla_eval_interval", "log_interval", "ckpt_interval", "stats_interval",
                      "wandb_log", "wandb_project", "wandb_run_name")
@@ -156,7 +159,7 @@ def typed(key, value, typ, source):
 def check_settings(cfg):
     """The checks of values that the types alone do not catch."""
     for key, allowed in (("device", ("auto", "cpu", "cuda")), ("dtype", ("auto", "float32", "bfloat16", "float16")),
-                         ("init_weights", ("returned", "last")),
+                         ("loss", ("auto", *LOSSES)), ("init_weights", ("returned", "last")),
                          ("optimizer", ("adamw", "ema", "pace")), ("schedule", ("const", "cos", "wsd")),
                          ("pullback_params", PULLBACK_PARAMS)):
         if getattr(cfg, key) not in allowed:
@@ -189,23 +192,51 @@ def device_type(cfg):
     return cfg.device
 
 
+def auto_choice(key, device_type):
+    """What dtype=auto and loss=auto mean on a device type."""
+    if key == "loss":
+        return AUTO_LOSS[device_type]
+    return "float32" if device_type == "cpu" else "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def resolve_auto(cfg, device_type, saved=None):
+    """cfg with its dtype and loss `auto` replaced, once, by what they mean: for a run resumed from a
+    checkpoint (saved: its config), what the run chose when it started, so that it keeps its arithmetic
+    on another device; else the device type's choice. A printable line for each kept choice that differs
+    from the device's."""
+    notes = []
+    for key in ("dtype", "loss"):
+        if getattr(cfg, key) != "auto":
+            continue
+        choice = auto_choice(key, device_type)
+        kept = (saved or {}).get(key, "auto")  # "auto" in a checkpoint of a run older than this rule
+        if kept not in ("auto", choice):
+            notes.append(f"{key}={kept}, as the run in {cfg.out_dir} started ({key}=auto would choose {choice} on {device_type})")
+        setattr(cfg, key, choice if kept == "auto" else kept)
+    if cfg.loss == "liger":
+        if device_type != "cuda":
+            die("loss=liger runs Triton kernels: it needs device=cuda")
+        if importlib.util.find_spec("liger_kernel") is None:
+            die("loss=liger needs liger-kernel: pip install liger-kernel")
+    return notes
+
+
 def precision(cfg, device_type):
     """(the autocast context of the dtype setting, its gradient scaler). float16 overflows where
     bfloat16 and float32 do not: its loss is scaled up before backward and the gradients down
     after, and a step whose gradients overflowed is skipped. Other dtypes get a disabled scaler."""
-    name = cfg.dtype
-    if name == "auto":
-        name = "float32" if device_type == "cpu" else "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    name = auto_choice("dtype", device_type) if cfg.dtype == "auto" else cfg.dtype
     dtype = getattr(torch, name)
     autocast = nullcontext() if dtype == torch.float32 else torch.autocast(device_type, dtype=dtype)
     return autocast, torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
 
 
 def make_model(cfg):
-    """The GPT of the settings, initialized with their seed, on the CPU."""
+    """The GPT of the settings, initialized with their seed, on the CPU (loss=auto: the CPU's loss)."""
     torch.manual_seed(cfg.seed)
     return GPT(GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
-                         n_head=cfg.n_head, n_embd=cfg.n_embd))
+                         n_head=cfg.n_head, n_embd=cfg.n_embd),
+               loss=auto_choice("loss", "cpu") if cfg.loss == "auto" else cfg.loss)
 
 
 PULLBACK_PARAMS = ("all", "embedding", "matrices")

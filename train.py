@@ -10,7 +10,8 @@ The settings, their defaults (the GPT-2-124M recipe) and how config files and --
 arguments set them: settings.py. A run writes result.json and ckpt.pt into out_dir
 (checkpoint.py); summary.status in result.json is "running", "completed", "preempted" or
 "failed". --resume=True continues the run in out_dir from ckpt.pt; a run killed at any moment
-and resumed ends exactly as it would have without the interruption. SIGTERM or SIGUSR1 stops
+and resumed ends exactly as it would have without the interruption (on GPUs with deterministic=True;
+without it, within rounding: docs/gpus.md). SIGTERM or SIGUSR1 stops
 a run after the step in flight, with a checkpoint, and exit status 75. With several nodes,
 out_dir must be on a file system they share. Under torchrun the processes agree on the run
 before the first step, and stop together (processes.py). docs/training.md tells more.
@@ -39,8 +40,8 @@ from prepare_fineweb import ShardError, read_shard
 from processes import (EXIT_PREEMPTED, Preemption, agree, agree_on_fused, ending, gather, start_processes,
                        weights_checksum)
 from provenance import code_name, device_description, provenance
-from settings import (DEFAULTS, RESUMABLE_CHANGES, Settings, check_settings, device_type, die, get_lr,
-                      given_settings, make_model, make_optimizer, precision)
+from settings import (DEFAULTS, RESUMABLE_CHANGES, Settings, auto_choice, check_settings, device_type, die, get_lr,
+                      given_settings, make_model, make_optimizer, precision, resolve_auto)
 
 # dense bf16 peak FLOP/s (no sparsity) of some GPUs, for the MFU in the progress bar. The first name
 # found as whole words in torch.cuda.get_device_name() wins: "NVIDIA H100 80GB HBM3" is the SXM card.
@@ -138,13 +139,17 @@ class Run:
         cfg = self.cfg = Settings(**given)
         check_settings(cfg)
         self.procs = procs
-        # device and precision
+        # device
         self.device_type = device_type(cfg)
         self.device = f"cuda:{procs.local_rank}" if self.device_type == "cuda" else "cpu"
         if self.device_type == "cuda":
             torch.cuda.set_device(self.device)
             torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls that remain outside autocast
-        self.autocast, self.scaler = precision(cfg, self.device_type)
+        torch.use_deterministic_algorithms(cfg.deterministic)  # an op without a deterministic kernel then raises
+        if cfg.deterministic:  # cuBLAS reduces in a fixed order only with a fixed workspace, read at its first use
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            # nothing here reads memory before writing it: filling every new tensor would cost a write of it
+            torch.utils.deterministic.fill_uninitialized_memory = False
         tokens_per_micro_step = cfg.batch_size * cfg.block_size * procs.world_size
         if cfg.total_batch_size % tokens_per_micro_step:
             die(f"total_batch_size ({cfg.total_batch_size}) must be a multiple of batch_size * block_size * processes "
@@ -154,6 +159,11 @@ class Run:
         # of init_from, whose shape is the model's
         self.ckpt_path, self.result_path = os.path.join(cfg.out_dir, "ckpt.pt"), os.path.join(cfg.out_dir, "result.json")
         ckpt = self.checkpoint_to_resume()
+        # precision and loss: dtype=auto and loss=auto chosen once, when the run starts
+        for note in resolve_auto(cfg, self.device_type, ckpt and ckpt["config"]):
+            if procs.master:
+                print(note)
+        self.autocast, self.scaler = precision(cfg, self.device_type)
         start_weights = None
         if cfg.init_from != "scratch" and ckpt is None:
             start_weights = initial_weights(cfg, given)
@@ -201,6 +211,8 @@ class Run:
         """The settings that change what is computed must be the run's."""
         for key, value in self.config.items():
             saved = ckpt["config"].get(key, getattr(DEFAULTS, key))  # a setting newer than the run: its default
+            if saved == "auto" and key in ("dtype", "loss"):  # a run older than resolve_auto: auto as it is now
+                saved = auto_choice(key, self.device_type)
             if key not in RESUMABLE_CHANGES and saved != value:
                 die(f"{key} is {value!r} but the run in {self.cfg.out_dir} has {saved!r}; "
                     f"a resumed run must keep it (or start a new out_dir)")

@@ -5,36 +5,41 @@ bottleneck is visible.
 
     python -m bench.training                       # configs/cpu.py, 12 timed steps per method
     python -m bench.training --steps=30 --batch_size=8
-    python -m bench.training --loss_chunk=4096 configs/gpu80gb.py   # the fused loss in chunks of 4,096 tokens
+    python -m bench.training configs/gpu80gb.py --loss=chunked --loss_chunk=4096   # GPT-2-124M, chunks of 4,096 tokens
 
 The two methods train identical models on identical random batches (speed does not depend
 on the data) and alternate step by step, so that load from other programs on the machine
 falls on both alike (each goes first every other step); the medians over the timed steps are
 reported, and the time of each method's first step, which compiles the kernels. Forward+loss
-includes the output layer's gradient products: the fused loss computes them in the forward pass. Settings as
-for train.py (--key=value) override configs/cpu.py; like train.py it runs on the GPU when
-there is one (its dtype setting, torch.compile) and then also reports the peak memory. Config files
-given after the options are read after configs/cpu.py.
+includes the output layer's gradient products: the chunked loss computes them in the forward pass.
+Settings and config files as for train.py: configs/cpu.py when no config file is given, else
+train.py's defaults (GPT-2-124M) and the files given (configs/gpu80gb.py: GPT-2-124M, 64 x 1,024
+tokens a micro-batch). Like train.py it runs on the GPU when there is one (its dtype and loss
+settings, torch.compile) and then also reports the peak memory. The first line says what is
+measured; --steps=0 prints it and stops.
 """
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
 
 import model as model_module
-from settings import device_type, load_settings, make_model, make_optimizer, precision
+from settings import device_type, load_settings, make_model, make_optimizer, precision, resolve_auto
 
 parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
 parser.add_argument("--steps", type=int, default=12, help="timed steps per method (default: %(default)s)")
 parser.add_argument("--warmup", type=int, default=2, help="untimed first steps, which build kernels (default: %(default)s)")
-parser.add_argument("--loss_chunk", type=int, help="tokens per chunk of the fused loss (default: model.py's for the device)")
+parser.add_argument("--loss_chunk", type=int, help="tokens per chunk of the chunked loss (default: model.py's for the device)")
 parser.add_argument("--methods", default="adamw,pace", help="comma list of adamw, pace (default: %(default)s)")
 args, overrides = parser.parse_known_args()
-cfg = load_settings(["configs/cpu.py", *overrides])
+base = [] if any(not o.startswith("--") for o in overrides) else ["configs/cpu.py"]  # a config file given: train.py's defaults
+cfg = load_settings([*base, *overrides])
 device = device_type(cfg)
 cuda = device == "cuda"
+resolve_auto(cfg, device)
 autocast, _ = precision(cfg, device)
 if args.loss_chunk:
     model_module.LOSS_CHUNK[device] = args.loss_chunk
@@ -53,15 +58,18 @@ def clock():
 runs = {}
 for method in methods:
     model = make_model(cfg).to(device)
-    method_cfg = load_settings(["configs/cpu.py", f"configs/{method}.py", *overrides])
+    method_cfg = load_settings([*base, f"configs/{method}.py", *overrides])
     runs[method] = {"model": model, "compiled": torch.compile(model) if use_compile else model,
                     "opt": make_optimizer(method_cfg, model), "times": {p: [] for p in phases}, "peak": 0}
 
 torch.manual_seed(0)
-print(f"{runs[methods[0]]['model'].num_params(non_embedding=False):,} parameters, {cfg.total_batch_size} tokens per step, "
-      f"{grad_accum_steps} micro-batch(es) of {cfg.batch_size} x {cfg.block_size}, on {device}"
-      f"{f' ({cfg.dtype} autocast)' if cuda else f' with {torch.get_num_threads()} threads'}, compile {use_compile}, "
-      f"loss chunks of {model_module.LOSS_CHUNK[device]} tokens")
+print(f"GPT of {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, {cfg.vocab_size:,} tokens "
+      f"({runs[methods[0]]['model'].num_params(non_embedding=False):,} parameters), "
+      f"{cfg.total_batch_size:,} tokens per step, {grad_accum_steps} micro-batch(es) of {cfg.batch_size} x {cfg.block_size}, "
+      f"on {device}{f' ({cfg.dtype})' if cuda else f' with {torch.get_num_threads()} threads'}, compile {use_compile}, "
+      f"loss {cfg.loss}" + (f" (chunks of {model_module.LOSS_CHUNK[device]:,} tokens)" if cfg.loss == "chunked" else ""), flush=True)
+if args.steps == 0:
+    sys.exit(0)
 for i in range(args.warmup + args.steps):
     batches = torch.randint(0, cfg.vocab_size, (grad_accum_steps, cfg.batch_size, cfg.block_size + 1), device=device)
     for method in methods if i % 2 else reversed(methods):  # neither always goes first

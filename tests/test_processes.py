@@ -5,6 +5,7 @@ fault planted by tests/train_with_fault.py; a process left waiting fails the tes
 
 import re
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ import torch
 import pace
 import processes
 from prepare_fineweb import read_shard, write_shard
-from test_train import all_exit, args_for, data_dir, one_thread, read_result, run, start_ranks  # noqa: F401 (fixtures)
+from test_train import (all_exit, args_for, data_dir, finish, one_thread, read_result, run, start,  # noqa: F401 (fixtures)
+                        start_ranks)
 
 SECONDS = 60  # every process exits within this, where gloo's own timeout would wait 30 minutes
 
@@ -109,3 +111,28 @@ def test_ranks_whose_copies_of_the_data_differ_stop(data_dir, tmp_path):
         assert re.search(r"rank 0: '60000 tokens in 2 shards, checksum [0-9a-f]{8}'; rank 1: '60000 tokens in 2 "
                          r"shards, checksum [0-9a-f]{8}'\)", message)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("gpus", [True, False])
+def test_nccl_connects_at_once_on_the_process_s_gpu(monkeypatch, gpus):
+    # what start_processes asks of torch.distributed, with torch.cuda saying there are GPUs or none
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(processes.dist, "rendezvous", lambda url: iter([(processes.dist.HashStore(), 1, 2)]))
+    calls = []
+    monkeypatch.setattr(processes.dist, "init_process_group", lambda **kwargs: calls.append(kwargs))
+    procs = processes.start_processes([])
+    assert (procs.rank, procs.local_rank, procs.world_size) == (1, 1, 2)
+    assert calls[0]["backend"] == ("nccl" if gpus else "gloo")
+    assert calls[0]["device_id"] == (torch.device("cuda", 1) if gpus else None)
+
+
+def test_the_stop_flag_and_an_all_reduce_over_two_processes(tmp_path):
+    # bench.stop_flag, gpu_check's collectives row: SIGUSR1 to rank 1 in step 2 stops both ranks after step 3
+    output = finish(start(tmp_path / "log", sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", "-m", "bench.stop_flag", "--steps=5", "--rounds=1"))
+    assert "all-reduce over 2 process(es) (gloo): 3, expected 3: correct" in output
+    assert "the ranks stopped after steps [3, 3]: every rank after step 3, as the rule says" in output
