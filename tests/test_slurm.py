@@ -150,7 +150,8 @@ def test_a_job_stopped_by_slurm_is_requeued_and_ends_as_if_never_stopped(slurm, 
     assert_stopped_cleanly(slurm, out, log)
     slurm.wait_for(lambda: slurm.job(job)["JobState"] not in ("RUNNING", "COMPLETING"), "end of the first attempt", log)
     assert slurm.job(job)["JobState"] == "PENDING", log.read_text(errors="replace")[-3000:]  # requeued
-    slurm.run("scontrol", "update", f"jobid={job}", "StartTime=now")  # Slurm holds a requeued job for 2 minutes
+    # Slurm holds a requeued job for 2 minutes; in the second it ended, a node refuses it ("credential revoked")
+    slurm.run("scontrol", "update", f"jobid={job}", "StartTime=now+3")
     slurm.wait_for(lambda: slurm.job(job)["JobState"] not in ("PENDING", "RUNNING", "COMPLETING"), "end of the job", log)
     output = log.read_text(errors="replace")
     assert slurm.job(job)["JobState"] == "COMPLETED" and slurm.job(job)["Restarts"] == "1", output[-3000:]
