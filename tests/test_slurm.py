@@ -96,8 +96,12 @@ PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         return dict(re.findall(r"(\w+)=(\S*)", self.run("scontrol", "show", "job", job_id)))
 
     def stop(self):
+        """Cancel what still runs (a failed test's job), let Slurm end it, then stop the daemons."""
         for job in self.run("squeue", "-h", "-o", "%i", check=False).split():
             self.run("scancel", job, check=False)
+        deadline = time.time() + 60
+        while self.run("squeue", "-h", check=False).strip() and time.time() < deadline:
+            time.sleep(0.5)
         for daemon in self.daemons:
             daemon.terminate()
             daemon.wait(60)
