@@ -2,11 +2,11 @@
 The tables of a study, from its run folders: what train.py's result.json files and
 tools/evaluate.py's eval files hold. Run from the repository's root:
 
-    python -m studies.analysis summarize runs/cpu    # a table per setting + runs/cpu/loss_vs_lr.png
-    python -m studies.analysis select runs/study     # best lr per variant (tuning half); selection.json
-    python -m studies.analysis report runs/study     # the selected settings' test loss over the seeds
-    python -m studies.analysis across runs/cos runs/const   # studies of other schedules side by side
-    python -m studies.analysis compare 'pace=runs/a/pace_*' 'ema=runs/b/ema_*'   # groups of runs over seeds
+    python -m studies.analysis summarize out/cpu     # a table per setting + out/cpu/loss_vs_lr.png
+    python -m studies.analysis select out/study      # best lr per variant (tuning half); selection.json
+    python -m studies.analysis report out/study      # the selected settings' test loss over the seeds
+    python -m studies.analysis across out/cos out/const    # studies of other schedules side by side
+    python -m studies.analysis compare 'pace=out/a/pace_*' 'ema=out/b/ema_*'    # groups of runs over seeds
 
 A study chooses on one half of the validation shard and reports on the other: the grid runs
 with seed 1337 scored on the tuning half (studies/sweep.py --evaluate tuning), select, then

@@ -5,9 +5,9 @@ The grid is method x lr x c x kappa x schedule x seed; every axis is optional an
 axis that is not given is left to the config files and train.py's defaults. Each run
 writes to its own folder, named from its setting, under --out:
 
-    runs/cpu/adamw_lr0.001_seed0
-    runs/cpu/ema_lr0.001_k0.2_seed0
-    runs/cpu/pace_lr0.001_c0.15_k0.2_seed0
+    out/cpu/adamw_lr0.001_seed0
+    out/cpu/ema_lr0.001_k0.2_seed0
+    out/cpu/pace_lr0.001_c0.15_k0.2_seed0
 
 Which axes apply to which method:
 - c (lambda_pullback) is PACE's alone, so adamw and ema runs are not multiplied by it.
@@ -37,10 +37,10 @@ to every run; '{method}' in a --config path is replaced by each run's method.
 
     # CPU: the three methods, a small lr x c grid, three seeds; --max_steps=160 passes through
     python -m studies.sweep --config configs/cpu.py --config 'configs/{method}.py' --lr 1e-3,3e-3 \\
-        --c 0.15,0.3 --kappa 0.2 --seed 0,1,2 --out runs/cpu --max_steps=160
+        --c 0.15,0.3 --kappa 0.2 --seed 0,1,2 --out out/cpu --max_steps=160
     # the GPT-2 124M FineWeb sweep, each run on 8 GPUs (print the commands only)
     python -m studies.sweep --config 'configs/{method}.py' --lr 6e-4,1.2e-3,2.4e-3 --c 0.15 \\
-        --kappa 0.2 --schedule cos,wsd --seed 0 --nproc_per_node 8 --out runs/gpt2 --dry_run
+        --kappa 0.2 --schedule cos,wsd --seed 0 --nproc_per_node 8 --out out/gpt2 --dry_run
 """
 
 import argparse
@@ -289,7 +289,7 @@ def main(argv=None):
     parser.add_argument("--seed", help="comma list of seeds")
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help="config file for every run, in order; '{method}' is replaced by the run's method")
-    parser.add_argument("--out", default="runs/sweep", help="folder that holds one folder per run (default runs/sweep)")
+    parser.add_argument("--out", default="out/sweep", help="folder that holds one folder per run (default out/sweep)")
     parser.add_argument("--nproc_per_node", type=int, default=0, help="run each run under torchrun with this many processes")
     parser.add_argument("--skip_failed", action="store_true", help="leave runs whose status is 'failed' alone")
     parser.add_argument("--dry_run", action="store_true", help="print the commands without running them")

@@ -52,11 +52,14 @@ def problems(command):
     if words[0] == "make":
         targets = set(re.findall(r"^([a-z-]+):", read("Makefile"), re.M))
         return [f"make target {t}" for t in words[1:] if t not in targets]
+    if words[0] == "sbatch":
+        script = next(w for w in words[1:] if not w.startswith("-"))
+        return [] if os.path.isfile(os.path.join(REPO, script)) else [f"job script {script}"]
     if not re.fullmatch(r"(.*/)?(python3?|torchrun)", words[0]):
         return []  # another program (bash, lm_eval, kill)
     rest = words[1:]
-    if rest[:2] == ["-m", "torch.distributed.run"]:
-        rest = rest[2:]
+    if rest[:2] == ["-m", "torch.distributed.run"] or rest[:1] == ["launch.py"]:  # launch.py takes torchrun's options
+        rest = rest[2:] if rest[0] == "-m" else rest[1:]
     while rest and rest[0].startswith("--") and not rest[0].endswith(".py"):  # torchrun's own options
         rest = rest[1:]
     if not rest:
@@ -95,6 +98,8 @@ def test_a_wrong_name_is_found():
     assert problems("python -m tools.evalute out") == ["script tools/evalute.py"]
     assert problems("PACE_DATA_FILES=x make demos") == ["make target demos"]
     assert problems("python -m studies.sweep --config configs/cpu.py --max_steps=3 --lr 1e-3") == []
+    assert problems("python launch.py --standalone --nproc_per_node=8 train.py configs/pace.py --lrr=1") == ["train.py --lrr"]
+    assert problems("OUT_DIR=out/x sbatch --nodes=4 runs/slurm.batch") == ["job script runs/slurm.batch"]
 
 
 def test_the_readme_settings_table_is_every_setting_and_only_settings():

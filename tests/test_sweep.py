@@ -157,7 +157,7 @@ def test_torchrun_command(fake_train, capsys):
     assert sweep.main(["--method", "ema", "--nproc_per_node", "8", "--dry_run"]) == 0
     assert capsys.readouterr().out.splitlines()[2] == shlex.join(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8", "train.py",
-         "--optimizer=ema", "--out_dir=runs/sweep/ema"])
+         "--optimizer=ema", "--out_dir=out/sweep/ema"])
 
 
 def test_a_folder_from_another_command_is_not_reused(fake_train, capsys):

@@ -137,15 +137,16 @@ def all_exit(procs, returncode, timeout=240):
     return outputs
 
 
-def signal_after_first_checkpoint(proc, out_dir, signum):
-    """signum to proc right after the run in out_dir has written its first checkpoint; the time sent."""
+def signal_after_first_checkpoint(proc, out_dir, signum, pid=None):
+    """signum to proc (or to the process pid, one of proc's) right after the run in out_dir has written its
+    first checkpoint; the time sent."""
     deadline = time.time() + 240
     while not (out_dir / "ckpt.pt").exists():
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
             pytest.fail(f"no checkpoint before the run ended or timed out:\n{open(proc.log).read()[-3000:]}")
         time.sleep(0.002)
-    proc.send_signal(signum)
+    os.kill(pid or proc.pid, signum)
     return time.time()
 
 

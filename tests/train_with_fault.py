@@ -6,6 +6,7 @@
     FAULT=overflow:3  every rank's gradients overflow in step 3 (a float16 scaler skips it)
     FAULT=kill@1:5    rank 1 is SIGKILLed in step 5, once (a marker file in out_dir remembers it)
     FAULT=save@2      the 2nd checkpoint write fails half way: "No space left on device"
+    FAULT=slow_save:2 every checkpoint write after the first takes 2 s longer (a large checkpoint, a slow disk)
 
 Everything else is train.py's own code (run with PYTHONPATH set to the repository).
 """
@@ -14,6 +15,7 @@ import errno
 import os
 import signal
 import sys
+import time
 
 import torch
 
@@ -69,6 +71,16 @@ elif where == "save":
         raise OSError(errno.ENOSPC, "No space left on device")
 
     torch.save = save_then_fail
+elif where.startswith("slow_save:"):
+    torch_save, saves = torch.save, []
+
+    def slow_save(obj, f):
+        saves.append(1)
+        if len(saves) > 1:
+            time.sleep(float(where.split(":")[1]))
+        return torch_save(obj, f)
+
+    torch.save = slow_save
 elif where.startswith("overflow:"):
     step = int(where.split(":")[1])
 
