@@ -13,8 +13,8 @@ import os
 import torch
 
 from model import GPT2_VOCAB_SIZE, from_hf_gpt2
-from prepare_fineweb import first_line
-from settings import die, make_model, make_optimizer, precision, settings_of
+from errors import Error, first_line
+from settings import make_model, make_optimizer, precision, settings_of
 
 # what a checkpoint holds; eval_time and scaler too, except in those written before train.py recorded them
 CHECKPOINT_KEYS = ("model", "optimizer", "step", "data_pos", "rng", "config", "eval_logs", "step_logs", "wall_time")
@@ -45,16 +45,16 @@ def load_checkpoint(path):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        die(f"{path} not found")
+        raise Error(f"{path} not found")
     except Exception as e:  # truncated, not a torch file, objects that need code: all unreadable alike
         lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [""]
         # torch names a refused object (GLOBAL module.name) on a line of its own, after advice to load it anyway
         reason = next((line for line in lines if "GLOBAL" in line), lines[0].split(". ")[0])
-        die(f"cannot read the checkpoint {path} ({type(e).__name__}: {reason[:200]}); it is truncated, "
-            f"not a checkpoint or holds objects other than tensors; {what_to_do}")
+        raise Error(f"cannot read the checkpoint {path} ({type(e).__name__}: {reason[:200]}); it is truncated, "
+                    f"not a checkpoint or holds objects other than tensors; {what_to_do}")
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
     if missing:
-        die(f"{path} is not a checkpoint of train.py: it lacks {', '.join(missing)}; {what_to_do}")
+        raise Error(f"{path} is not a checkpoint of train.py: it lacks {', '.join(missing)}; {what_to_do}")
     return ckpt
 
 
@@ -70,7 +70,7 @@ def load_run(out_dir):
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
-        die(f"{path} does not match the config it holds: {first_line(e)}")
+        raise Error(f"{path} does not match the config it holds: {first_line(e)}")
     return model, opt, cfg
 
 
@@ -88,7 +88,7 @@ def get_device(name):
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        die(f"--device={name} but no CUDA device is available")
+        raise Error(f"--device={name} but no CUDA device is available")
     return name
 
 
@@ -109,7 +109,7 @@ def initial_weights(cfg, given):
     if source in GPT2_NAMES or os.path.isfile(os.path.join(source, "config.json")):
         shape, hf_state = hf_gpt2_weights(source)
         if cfg.vocab_size < GPT2_VOCAB_SIZE:
-            die(f"vocab_size is {cfg.vocab_size} but init_from={source} has GPT-2's {GPT2_VOCAB_SIZE} tokens")
+            raise Error(f"vocab_size is {cfg.vocab_size} but init_from={source} has GPT-2's {GPT2_VOCAB_SIZE} tokens")
         take_shape(cfg, given, shape, f"init_from={source}")
         return from_hf_gpt2(hf_state, cfg)
     if os.path.isfile(os.path.join(source, "ckpt.pt")):
@@ -119,8 +119,8 @@ def initial_weights(cfg, given):
         take_shape(cfg, given, {k: getattr(run_cfg, k) for k in SHAPE}, f"init_from={source}")
         return {name: tensor[:cfg.block_size] if name == "transformer.wpe.weight" else tensor
                 for name, tensor in model.state_dict().items()}
-    die(f"init_from={source}: not scratch, one of {', '.join(GPT2_NAMES)}, a folder holding a Hugging Face "
-        f"GPT-2 (config.json) nor a run's out_dir (ckpt.pt)")
+    raise Error(f"init_from={source}: not scratch, one of {', '.join(GPT2_NAMES)}, a folder holding a Hugging Face "
+                f"GPT-2 (config.json) nor a run's out_dir (ckpt.pt)")
 
 
 def take_shape(cfg, given, shape, source):
@@ -128,8 +128,8 @@ def take_shape(cfg, given, shape, source):
     position embedding; a given setting that contradicts it is an error naming both values."""
     for key, value in shape.items():
         if key in given and given[key] != value and not (key == "block_size" and given[key] < value):
-            die(f"{key} is {given[key]} but {source} has {value}"
-                + (" (block_size may be smaller: the position embedding is cropped)" if key == "block_size" else ""))
+            raise Error(f"{key} is {given[key]} but {source} has {value}"
+                        + (" (block_size may be smaller: the position embedding is cropped)" if key == "block_size" else ""))
         if key not in given:
             setattr(cfg, key, value)
 
@@ -140,10 +140,10 @@ def hf_gpt2_weights(source):
     try:
         from transformers import GPT2LMHeadModel
     except ImportError:
-        die(f"init_from={source} needs transformers: pip install transformers")
+        raise Error(f"init_from={source} needs transformers: pip install transformers")
     try:
         hf = GPT2LMHeadModel.from_pretrained(source)
     except (OSError, ValueError) as e:
-        die(f"init_from={source}: transformers cannot load it: {first_line(e)}")
+        raise Error(f"init_from={source}: transformers cannot load it: {first_line(e)}")
     c = hf.config
     return {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd, "block_size": c.n_positions}, hf.state_dict()

@@ -39,12 +39,13 @@ import glob
 import itertools
 import multiprocessing
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 from tqdm import tqdm
+
+from errors import Error, first_line, script_errors
 
 MAGIC = 20240520
 VERSION = 1
@@ -116,16 +117,6 @@ def read_shard(path):
 # -----------------------------------------------------------------------------
 # tokenization
 
-def fail(message):
-    """Stop with a one-line error and exit status 1 (bad input is not a bug: no traceback)."""
-    sys.exit(f"prepare_fineweb.py: error: {message}")
-
-
-def first_line(error):
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
 def load_tokenizer():
     """GPT-2's BPE. r50k_base rather than "gpt2": same ids, but one file, which tiktoken can load from
     TIKTOKEN_CACHE_DIR without touching the network."""
@@ -133,10 +124,10 @@ def load_tokenizer():
     try:
         enc = tiktoken.get_encoding("r50k_base")
     except Exception as e:
-        fail(f"cannot load the GPT-2 tokenizer (tiktoken r50k_base): {first_line(e)}. Without internet, set "
-             f"TIKTOKEN_CACHE_DIR to a folder holding the r50k_base file (named {R50K_CACHE_FILE})")
+        raise Error(f"cannot load the GPT-2 tokenizer (tiktoken r50k_base): {first_line(e)}. Without internet, set "
+                    f"TIKTOKEN_CACHE_DIR to a folder holding the r50k_base file (named {R50K_CACHE_FILE})")
     if enc.encode_ordinary("hello world") != [31373, 995] or enc.eot_token != EOT:
-        fail("tiktoken's r50k_base does not give GPT-2 token ids (\"hello world\" should be [31373, 995])")
+        raise Error("tiktoken's r50k_base does not give GPT-2 token ids (\"hello world\" should be [31373, 995])")
     return enc
 
 
@@ -179,11 +170,11 @@ def load_documents(args):
         source = f"--data_files {args.data_files}"
         files = sorted(glob.glob(args.data_files, recursive=True))
         if not files:
-            fail(f"{source}: no file matches")
+            raise Error(f"{source}: no file matches")
         kinds = sorted({os.path.splitext(f)[1] for f in files})
         if len(kinds) > 1 or kinds[0] not in BUILDERS:
-            fail(f"{source}: matches {', '.join(k or 'extensionless' for k in kinds)} files; "
-                 f"expected files of one kind among {', '.join(BUILDERS)}")
+            raise Error(f"{source}: matches {', '.join(k or 'extensionless' for k in kinds)} files; "
+                        f"expected files of one kind among {', '.join(BUILDERS)}")
         path, options = BUILDERS[kinds[0]]
         options = dict(options, data_files=files)
         # local files need nothing from the hub; without this, datasets pings it (a wait of seconds offline)
@@ -204,11 +195,11 @@ def load_documents(args):
         first = None
     except Exception as e:
         hint = "" if args.data_files else "; without internet, point --data_files at local files instead"
-        fail(f"{source}: cannot read the dataset: {first_line(e)}{hint}")
+        raise Error(f"{source}: cannot read the dataset: {first_line(e)}{hint}")
     if first is None:
-        fail(f"{source}: the dataset is empty")
+        raise Error(f"{source}: the dataset is empty")
     if "text" not in first:
-        fail(f"{source}: the dataset has no 'text' column; its columns are: {', '.join(first)}")
+        raise Error(f"{source}: the dataset has no 'text' column; its columns are: {', '.join(first)}")
     return itertools.chain([first["text"]], (batch["text"] for batch in batches))
 
 
@@ -218,11 +209,11 @@ def check_out_dir(out_dir, overwrite):
         os.makedirs(out_dir, exist_ok=True)
         tempfile.TemporaryFile(dir=out_dir).close()
     except OSError as e:
-        fail(f"--out_dir {out_dir}: not writable: {e.strerror}")
+        raise Error(f"--out_dir {out_dir}: not writable: {e.strerror}")
     existing = sorted(glob.glob(os.path.join(glob.escape(out_dir), "fineweb_*.bin")))
     if existing and not overwrite:
-        fail(f"--out_dir {out_dir}: already holds {len(existing)} shard(s) (e.g. {os.path.basename(existing[0])}); "
-             f"pass --overwrite to replace them, or choose another --out_dir")
+        raise Error(f"--out_dir {out_dir}: already holds {len(existing)} shard(s) (e.g. {os.path.basename(existing[0])}); "
+                    f"pass --overwrite to replace them, or choose another --out_dir")
     return existing
 
 
@@ -279,6 +270,7 @@ def parse_args(argv):
     return args
 
 
+@script_errors("prepare_fineweb.py")
 def main(argv=None):
     args = parse_args(argv)
     existing = check_out_dir(args.out_dir, args.overwrite)

@@ -34,13 +34,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from checkpoint import SHAPE, initial_weights, load_checkpoint, save_atomically, save_json, take_shape
+from errors import Error
 from model import mean_loss
 from pace import fused_error
 from prepare_fineweb import ShardError, read_shard
 from processes import (EXIT_PREEMPTED, Preemption, agree, agree_on_fused, ending, gather, start_processes,
                        weights_checksum)
 from provenance import code_name, device_description, provenance
-from settings import (DEFAULTS, RESUMABLE_CHANGES, Settings, auto_choice, check_settings, device_type, die, get_lr,
+from settings import (DEFAULTS, RESUMABLE_CHANGES, Settings, auto_choice, check_settings, device_type, get_lr,
                       given_settings, make_model, make_optimizer, precision, resolve_auto)
 
 # dense bf16 peak FLOP/s (no sparsity) of some GPUs, for the MFU in the progress bar. The first name
@@ -68,14 +69,14 @@ class DataLoader:
     def __init__(self, data_dir, batch_size, block_size, grad_accum_steps, rank, world_size):
         files = sorted(glob.glob(os.path.join(glob.escape(data_dir), "fineweb_train_*.bin")))
         if not files:
-            die(f"no training shards {os.path.join(data_dir, 'fineweb_train_*.bin')}: write them with prepare_fineweb.py")
+            raise Error(f"no training shards {os.path.join(data_dir, 'fineweb_train_*.bin')}: write them with prepare_fineweb.py")
         self.shards = [read_shard(f) for f in files]  # checks every header now, not hours into the run
         self.starts = np.cumsum([0] + [len(s) for s in self.shards])  # the stream position of each shard
         self.micro_tokens = batch_size * block_size
         self.total_batch_size = self.micro_tokens * grad_accum_steps * world_size
         if self.starts[-1] < self.total_batch_size + 1:
-            die(f"the training shards in {data_dir} hold {self.starts[-1]} tokens, "
-                f"fewer than one batch of total_batch_size + 1 = {self.total_batch_size + 1}")
+            raise Error(f"the training shards in {data_dir} hold {self.starts[-1]} tokens, "
+                        f"fewer than one batch of total_batch_size + 1 = {self.total_batch_size + 1}")
         self.n_tokens = int(self.starts[-1])
         self.grad_accum_steps, self.rank, self.world_size = grad_accum_steps, rank, world_size
         self.pos = 0  # where the next global batch starts: part of the checkpoint
@@ -152,8 +153,8 @@ class Run:
             torch.utils.deterministic.fill_uninitialized_memory = False
         tokens_per_micro_step = cfg.batch_size * cfg.block_size * procs.world_size
         if cfg.total_batch_size % tokens_per_micro_step:
-            die(f"total_batch_size ({cfg.total_batch_size}) must be a multiple of batch_size * block_size * processes "
-                f"= {cfg.batch_size} * {cfg.block_size} * {procs.world_size} = {tokens_per_micro_step}")
+            raise Error(f"total_batch_size ({cfg.total_batch_size}) must be a multiple of batch_size * block_size * processes "
+                        f"= {cfg.batch_size} * {cfg.block_size} * {procs.world_size} = {tokens_per_micro_step}")
         self.wandb_module = import_wandb() if cfg.wandb_log and procs.master else None  # the master logs, from start() on
         # out_dir: a new run, or the checkpoint of the one to resume; a new run may start from the weights
         # of init_from, whose shape is the model's
@@ -179,9 +180,9 @@ class Run:
             val_path = os.path.join(cfg.data_dir, "fineweb_val_000000.bin")
             val_tokens = read_shard(val_path)[:cfg.eval_tokens + 1]
         except ShardError as e:
-            die(e)
+            raise Error(e)
         if len(val_tokens) < cfg.eval_tokens + 1:
-            die(f"{val_path} holds {len(val_tokens)} tokens, fewer than eval_tokens + 1 = {cfg.eval_tokens + 1}")
+            raise Error(f"{val_path} holds {len(val_tokens)} tokens, fewer than eval_tokens + 1 = {cfg.eval_tokens + 1}")
         self.val_checksum = f"{zlib.crc32(np.ascontiguousarray(val_tokens).tobytes()):08x}"
         n_seq = cfg.eval_tokens // cfg.block_size
         lo, hi = procs.rank * n_seq // procs.world_size, (procs.rank + 1) * n_seq // procs.world_size
@@ -204,7 +205,7 @@ class Run:
         if cfg.resume and os.path.exists(self.ckpt_path):
             return load_checkpoint(self.ckpt_path)
         if not cfg.resume and (os.path.exists(self.ckpt_path) or os.path.exists(self.result_path)):
-            die(f"{cfg.out_dir} already holds a run: continue it with --resume=True or choose another out_dir")
+            raise Error(f"{cfg.out_dir} already holds a run: continue it with --resume=True or choose another out_dir")
         return None
 
     def check_resumable(self, ckpt):
@@ -214,8 +215,8 @@ class Run:
             if saved == "auto" and key in ("dtype", "loss"):  # a run older than resolve_auto: auto as it is now
                 saved = auto_choice(key, self.device_type)
             if key not in RESUMABLE_CHANGES and saved != value:
-                die(f"{key} is {value!r} but the run in {self.cfg.out_dir} has {saved!r}; "
-                    f"a resumed run must keep it (or start a new out_dir)")
+                raise Error(f"{key} is {value!r} but the run in {self.cfg.out_dir} has {saved!r}; "
+                            f"a resumed run must keep it (or start a new out_dir)")
 
     def restore(self, ckpt):
         self.raw_model.load_state_dict(ckpt["model"])
@@ -301,7 +302,7 @@ class Run:
         values = torch.stack([losses, torch.stack([p[3] for p in self.pending])], dim=1).tolist()
         for (s, lr, _, _, stats, skipped), (loss, norm) in zip(self.pending, values):
             if not math.isfinite(loss):
-                die(f"non-finite training loss {loss} at step {s}; ckpt.pt holds the last checkpoint before it")
+                raise Error(f"non-finite training loss {loss} at step {s}; ckpt.pt holds the last checkpoint before it")
             self.step_logs.append({"step": s, "lr": lr, "loss": loss, "grad_norm": norm, **stats,
                                    **({"skipped": True} if skipped else {})})
             self.to_wandb(self.step_logs[-1])
@@ -329,7 +330,7 @@ class Run:
         entry = {"step": self.step, "val_loss": vanilla if ema is None else ema, "ema_val_loss": ema, "vanilla_val_loss": vanilla}
         for key in ("val_loss", "vanilla_val_loss"):
             if entry[key] is not None and not math.isfinite(entry[key]):
-                die(f"non-finite {key} {entry[key]} at step {self.step}; ckpt.pt holds the last checkpoint before it")
+                raise Error(f"non-finite {key} {entry[key]} at step {self.step}; ckpt.pt holds the last checkpoint before it")
         self.eval_logs.append(entry)
         self.to_wandb(entry)
         if self.procs.master:
@@ -412,7 +413,7 @@ def import_wandb():
     try:
         import wandb
     except ImportError:
-        die("wandb_log=True but wandb is not installed: pip install wandb, or set wandb_log=False")
+        raise Error("wandb_log=True but wandb is not installed: pip install wandb, or set wandb_log=False")
     return wandb
 
 
@@ -474,7 +475,7 @@ def main(args):
         return
     procs = start_processes(args)  # torchrun's processes, or this one alone
     run = None  # until every process has opened it, nothing is written
-    with ending(procs, lambda message: run and run.record_failure(message)) as end:  # all complete, or all stop
+    with ending(procs, "train.py", lambda message: run and run.record_failure(message)) as end:  # all complete, or all stop
         run = agree(procs, lambda: Run(args, procs))  # every process opens the same run, or every one stops
         run.start()
         end.status = train(run)  # 0, or EXIT_PREEMPTED

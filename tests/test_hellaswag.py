@@ -105,7 +105,7 @@ def test_bad_data_file_is_a_one_line_error(tiny_run, gpt2_encoding, tmp_path):
     bad.write_text(json.dumps(ITEMS[0]) + "\n" + json.dumps({**ITEMS[1], "endings": ITEMS[1]["endings"][:3]}) + "\n")
     with pytest.raises(SystemExit) as e:
         hellaswag.main([f"--out_dir={tiny_run}", f"--data_file={bad}", "--device=cpu"])
-    assert e.value.code == f"train.py: error: {bad}, line 2: not a HellaSwag item (ctx, 4 endings, label 0-3)"
+    assert e.value.code == f"hellaswag.py: error: {bad}, line 2: not a HellaSwag item (ctx, 4 endings, label 0-3)"
 
 
 def test_two_processes_split_the_items(tiny_run, gpt2_encoding, data_file, tmp_path):

@@ -9,6 +9,7 @@ import torch
 
 import checkpoint
 import sample
+from errors import Error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -16,11 +17,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def error_of(fn, *args):
-    """The one-line message of fn's SystemExit."""
-    with pytest.raises(SystemExit) as e:
+    """The one-line message of what fn stops with: a failed check's Error (errors.py), or the SystemExit of
+    a script's main, which names the script ("train.py: error: ...") and exits with status 1."""
+    with pytest.raises((Error, SystemExit)) as e:
         fn(*args)
-    assert isinstance(e.value.code, str) and "\n" not in e.value.code
-    return e.value.code
+    message = str(e.value) if isinstance(e.value, Error) else e.value.code
+    assert isinstance(message, str) and "\n" not in message
+    return message
 
 
 def test_returned_model_is_the_ema_and_last_the_iterate(tiny_run):
@@ -89,7 +92,7 @@ def test_bad_runs_are_one_line_errors(tiny_run, tmp_path):
     torch.save({"model": {}, "optimizer": {}, "config": {}, "x": subprocess.CompletedProcess([], 0)}, ckpt_in("code"))
     for name in ("truncated", "foreign", "keys", "code"):
         message = error_of(checkpoint.load_model, tmp_path / name)
-        assert message.startswith("train.py: error:") and str(tmp_path / name / "ckpt.pt") in message, message
+        assert str(tmp_path / name / "ckpt.pt") in message, message
     assert "lacks optimizer" in error_of(checkpoint.load_model, tmp_path / "keys")
     # a checkpoint whose weights do not fit the config it holds
     ckpt = torch.load(tiny_run / "ckpt.pt", weights_only=True)
@@ -101,8 +104,8 @@ def test_bad_runs_are_one_line_errors(tiny_run, tmp_path):
 def test_missing_run_exits_with_one_line(tmp_path):
     result = subprocess.run([sys.executable, "sample.py", f"--out_dir={tmp_path / 'nothing'}"], cwd=REPO,
                             capture_output=True, text=True)
-    assert result.returncode != 0 and result.stdout == ""
-    assert result.stderr == f"train.py: error: {tmp_path / 'nothing' / 'ckpt.pt'} not found\n"
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"sample.py: error: {tmp_path / 'nothing' / 'ckpt.pt'} not found\n"
 
 
 def test_load_checkpoint_reads_what_train_writes(tiny_run):

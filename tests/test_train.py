@@ -15,6 +15,7 @@ import torch
 import checkpoint
 import pace
 import train
+from errors import Error
 from model import GPT, GPTConfig, mean_loss
 from prepare_fineweb import write_shard
 from settings import Settings
@@ -80,11 +81,13 @@ def without_timings(result):
 
 
 def error_of(fn, *args):
-    """The one-line message that fn's SystemExit prints (exit status 1)."""
-    with pytest.raises(SystemExit) as e:
+    """The one-line message of what fn stops with: a failed check's Error (errors.py), or the SystemExit of
+    a script's main, which names the script ("train.py: error: ...") and exits with status 1."""
+    with pytest.raises((Error, SystemExit)) as e:
         fn(*args)
-    assert isinstance(e.value.code, str) and "\n" not in e.value.code
-    return e.value.code
+    message = str(e.value) if isinstance(e.value, Error) else e.value.code
+    assert isinstance(message, str) and "\n" not in message
+    return message
 
 
 # one thread, like this process (torchrun sets the same for its workers)
@@ -401,7 +404,7 @@ def test_unreadable_checkpoint_is_named_and_kept(data_dir, tmp_path, damage, mon
     if damage == "missing keys":
         assert "lacks optimizer, data_pos, rng, config" in message
     assert not marker.exists() and ckpt_path.read_bytes() == damaged and read_result(out) == first
-    assert message == error_of(checkpoint.load_checkpoint, str(ckpt_path))  # as sample.py and the others see it
+    assert message == f"train.py: error: {error_of(checkpoint.load_checkpoint, str(ckpt_path))}"  # as the tools see it
 
 
 # data passes

@@ -44,9 +44,10 @@ import torch
 import pace
 from checkpoint import autocast, get_device, load_run, save_json
 from model import mean_loss
-from prepare_fineweb import EOT, ShardError, first_line, load_tokenizer, read_shard
+from errors import Error, first_line, script_errors
+from prepare_fineweb import EOT, ShardError, load_tokenizer, read_shard
 from provenance import device_description, provenance
-from settings import die, get_lr
+from settings import get_lr
 
 PARTS = ("tuning", "test")
 BLENDS = (0, 0.25, 0.5, 0.75, 1)  # alpha: the weight of the EMA
@@ -66,11 +67,11 @@ def read_half(data_dir, block_size, part, out_dir):
     try:
         tokens = read_shard(val_file)
     except ShardError as e:
-        die(f"{out_dir}: {e}")
+        raise Error(f"{out_dir}: {e}")
     first, end = part_range(len(tokens), part)
     n_seq = (end - first - 1) // block_size
     if n_seq < 1:
-        die(f"{val_file}: its {part} half holds {end - first} tokens, not one sequence of {block_size}")
+        raise Error(f"{val_file}: its {part} half holds {end - first} tokens, not one sequence of {block_size}")
     return val_file, tokens, first, n_seq
 
 
@@ -89,7 +90,7 @@ def target_bytes(tokens, first, n_seq, block_size, val_file):
     targets = np.asarray(tokens[first + 1:first + 1 + n_seq * block_size])
     lengths = token_lengths()
     if targets.max() >= len(lengths):
-        die(f"{val_file}: token id {int(targets.max())} is not a GPT-2 token (ids end at {len(lengths) - 1})")
+        raise Error(f"{val_file}: token id {int(targets.max())} is not a GPT-2 token (ids end at {len(lengths) - 1})")
     return int(lengths[targets].sum())
 
 
@@ -179,9 +180,9 @@ def read_json(path):
         with open(path) as f:
             value = json.load(f)
     except (OSError, ValueError) as e:
-        die(f"{path}: cannot read it ({type(e).__name__}: {first_line(e)})")
+        raise Error(f"{path}: cannot read it ({type(e).__name__}: {first_line(e)})")
     if not isinstance(value, dict):
-        die(f"{path}: not a JSON object")
+        raise Error(f"{path}: not a JSON object")
     return value
 
 
@@ -192,16 +193,17 @@ def add_bytes(out_dir, part):
     path, result_path = (os.path.join(out_dir, name) for name in (f"eval_{part}.json", "result.json"))
     record, config = read_json(path), read_json(result_path).get("config")
     if not isinstance(config, dict) or not {"data_dir", "block_size"} <= config.keys():
-        die(f"{result_path}: its config lacks data_dir or block_size")
+        raise Error(f"{result_path}: its config lacks data_dir or block_size")
     block_size = config["block_size"]
     val_file, tokens, first, n_seq = read_half(config["data_dir"], block_size, part, out_dir)
     scored = (record.get("first_token"), record.get("tokens"))
     if scored != (first, n_seq * block_size):
-        die(f"{path}: scored {scored[1]} tokens from {scored[0]}, but {val_file}'s {part} half has "
-                  f"{n_seq * block_size} from {first}")
+        raise Error(f"{path}: scored {scored[1]} tokens from {scored[0]}, but {val_file}'s {part} half has "
+                    f"{n_seq * block_size} from {first}")
     return {**record, "bytes": target_bytes(tokens, first, n_seq, block_size, val_file)}
 
 
+@script_errors("evaluate.py")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False)
     parser.add_argument("runs", nargs="+", help="run folders (train.py's out_dir), each with its ckpt.pt")
