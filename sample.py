@@ -16,8 +16,8 @@ import sys
 import torch
 
 from checkpoint import MODELS, autocast, get_device, load_model
+from data import load_tokenizer
 from errors import Error, first_line, script_errors
-from prepare_fineweb import load_tokenizer
 
 
 def read_prompt(start):

@@ -17,7 +17,6 @@ out_dir must be on a file system they share. Under torchrun the processes agree 
 before the first step, and stop together (processes.py). docs/training.md tells more.
 """
 
-import glob
 import inspect
 import math
 import os
@@ -34,10 +33,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from checkpoint import SHAPE, initial_weights, load_checkpoint, save_atomically, save_json, take_shape
+from data import DataLoader, read_shard, val_shard_path
 from errors import Error
 from model import mean_loss
 from pace import fused_error
-from prepare_fineweb import ShardError, read_shard
 from processes import (EXIT_PREEMPTED, Preemption, agree, agree_on_fused, ending, gather, start_processes,
                        weights_checksum)
 from provenance import code_name, device_description, provenance
@@ -51,62 +50,6 @@ PEAK_FLOPS = (
     ("B200", 2.25e15), ("A100", 312e12), ("L40S", 362e12),
     ("RTX 4090", 165e12),  # with float32 accumulation, as under autocast; 330e12 is with float16 accumulation
 )
-FINGERPRINT_TOKENS = 1 << 20  # the tokens of each shard that the processes' data checksum covers
-
-
-class DataLoader:
-    """The training shards read as one stream of tokens, a global batch at a time.
-
-    Global batch k is the total_batch_size + 1 tokens from position k * total_batch_size
-    (the extra token is the last target); when the stream has too few tokens left, it
-    starts over from position 0. Micro-batch a (0 <= a < grad_accum_steps) of process r
-    holds batch_size sequences, the (a * world_size + r)-th such share of the global batch.
-    So the global batches do not depend on the number of processes (one process with two
-    accumulation steps sees exactly the tokens two processes with one step see), and each
-    process reads only its own tokens from the memory-mapped shards.
-    """
-
-    def __init__(self, data_dir, batch_size, block_size, grad_accum_steps, rank, world_size):
-        files = sorted(glob.glob(os.path.join(glob.escape(data_dir), "fineweb_train_*.bin")))
-        if not files:
-            raise Error(f"no training shards {os.path.join(data_dir, 'fineweb_train_*.bin')}: write them with prepare_fineweb.py")
-        self.shards = [read_shard(f) for f in files]  # checks every header now, not hours into the run
-        self.starts = np.cumsum([0] + [len(s) for s in self.shards])  # the stream position of each shard
-        self.micro_tokens = batch_size * block_size
-        self.total_batch_size = self.micro_tokens * grad_accum_steps * world_size
-        if self.starts[-1] < self.total_batch_size + 1:
-            raise Error(f"the training shards in {data_dir} hold {self.starts[-1]} tokens, "
-                        f"fewer than one batch of total_batch_size + 1 = {self.total_batch_size + 1}")
-        self.n_tokens = int(self.starts[-1])
-        self.grad_accum_steps, self.rank, self.world_size = grad_accum_steps, rank, world_size
-        self.pos = 0  # where the next global batch starts: part of the checkpoint
-
-    def next_batch(self):
-        """This process's micro-batches of the next global batch: tensors of batch_size * block_size + 1 tokens."""
-        if self.pos + self.total_batch_size + 1 > self.starts[-1]:
-            self.pos = 0  # the next pass over the data
-        batch = [self.read(self.pos + (a * self.world_size + self.rank) * self.micro_tokens, self.micro_tokens + 1)
-                 for a in range(self.grad_accum_steps)]
-        self.pos += self.total_batch_size
-        return batch
-
-    def read(self, start, n):
-        """n tokens from stream position start on, across shard boundaries (documents continue across them)."""
-        i = int(np.searchsorted(self.starts, start, side="right")) - 1
-        parts = []
-        while n > 0:
-            part = self.shards[i][start - self.starts[i]:][:n]
-            parts.append(part)
-            n, start, i = n - len(part), start + len(part), i + 1
-        return torch.from_numpy(np.concatenate(parts).astype(np.int64))
-
-    def fingerprint(self):
-        """The shards' token counts and a CRC-32 of the first FINGERPRINT_TOKENS of each: nodes whose
-        copies of the data differ would read other batches at the same positions."""
-        crc = 0
-        for shard in self.shards:
-            crc = zlib.crc32(np.ascontiguousarray(shard[:FINGERPRINT_TOKENS]).tobytes(), zlib.crc32(np.int64(len(shard)).tobytes(), crc))
-        return f"{self.n_tokens} tokens in {len(self.shards)} shards, checksum {crc:08x}"
 
 
 def due(step, interval, cfg):
@@ -174,13 +117,10 @@ class Run:
         if ckpt is not None:
             self.check_resumable(ckpt)
         # data: the training shards, and this process's share of the validation sequences, on the device once
-        try:
-            self.loader = DataLoader(cfg.data_dir, cfg.batch_size, cfg.block_size,
-                                     cfg.total_batch_size // tokens_per_micro_step, procs.rank, procs.world_size)
-            val_path = os.path.join(cfg.data_dir, "fineweb_val_000000.bin")
-            val_tokens = read_shard(val_path)[:cfg.eval_tokens + 1]
-        except ShardError as e:
-            raise Error(e)
+        self.loader = DataLoader(cfg.data_dir, cfg.batch_size, cfg.block_size,
+                                 cfg.total_batch_size // tokens_per_micro_step, procs.rank, procs.world_size)
+        val_path = val_shard_path(cfg.data_dir)
+        val_tokens = read_shard(val_path)[:cfg.eval_tokens + 1]
         if len(val_tokens) < cfg.eval_tokens + 1:
             raise Error(f"{val_path} holds {len(val_tokens)} tokens, fewer than eval_tokens + 1 = {cfg.eval_tokens + 1}")
         self.val_checksum = f"{zlib.crc32(np.ascontiguousarray(val_tokens).tobytes()):08x}"
@@ -287,7 +227,7 @@ class Run:
     def micro_batches(self):
         """This process's (inputs, targets) of the next global batch, on the device."""
         cfg, batches = self.cfg, []
-        for tokens in self.loader.next_batch():
+        for tokens in map(torch.from_numpy, self.loader.next_batch()):
             if self.device_type == "cuda":
                 tokens = tokens.pin_memory().to(self.device, non_blocking=True)  # the copy overlaps the GPU's work
             batches.append((tokens[:-1].view(cfg.batch_size, cfg.block_size), tokens[1:].view(cfg.batch_size, cfg.block_size)))

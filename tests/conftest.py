@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import train
-from prepare_fineweb import write_shard
+from data import shard_path, write_shard
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +34,8 @@ def train_tiny(tmp_path_factory, name, *settings):
     on random tokens below 512, with these train.py settings on top."""
     data = tmp_path_factory.mktemp(f"{name}_data")
     rng = np.random.default_rng(0)
-    write_shard(str(data / "fineweb_val_000000.bin"), rng.integers(0, 512, 2_000).astype(np.uint16))
-    write_shard(str(data / "fineweb_train_000001.bin"), rng.integers(0, 512, 5_000).astype(np.uint16))
+    write_shard(shard_path(data, 0), rng.integers(0, 512, 2_000).astype(np.uint16))
+    write_shard(shard_path(data, 1), rng.integers(0, 512, 5_000).astype(np.uint16))
     out_dir = tmp_path_factory.mktemp(name) / "run"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the model is tiny: on shared cores a second thread only adds waiting

@@ -13,7 +13,7 @@ import torch
 
 import pace
 import processes
-from prepare_fineweb import read_shard, write_shard
+from data import read_shard, shard_path, shard_pattern, write_shard
 from test_train import (all_exit, args_for, data_dir, finish, one_thread, read_result, run, start,  # noqa: F401 (fixtures)
                         start_ranks)
 
@@ -25,7 +25,7 @@ def test_a_check_failing_on_one_rank_stops_every_rank(data_dir, tmp_path):
     out, missing = tmp_path / "out", tmp_path / "missing"
     procs = start_ranks(tmp_path, (args_for(data_dir, out, "--max_steps=2"), {}), (args_for(missing, out, "--max_steps=2"), {}))
     for output in all_exit(procs, 1):
-        assert f"train.py: error: rank 1: no training shards {missing / 'fineweb_train_*.bin'}" in output
+        assert f"train.py: error: rank 1: no training shards {shard_pattern(missing)}" in output
     assert not out.exists()
 
 
@@ -100,9 +100,9 @@ def test_an_exception_during_training_on_any_rank_fails_the_run_everywhere(data_
 def test_ranks_whose_copies_of_the_data_differ_stop(data_dir, tmp_path):
     other = tmp_path / "other_data"
     shutil.copytree(data_dir, other)
-    tokens = np.array(read_shard(str(other / "fineweb_train_000002.bin")))
+    tokens = np.array(read_shard(shard_path(other, 2)))
     tokens[100] = (tokens[100] + 1) % 64  # one token of the second shard
-    write_shard(str(other / "fineweb_train_000002.bin"), tokens)
+    write_shard(shard_path(other, 2), tokens)
     out = tmp_path / "out"
     procs = start_ranks(tmp_path, (args_for(data_dir, out, "--max_steps=2"), {}), (args_for(other, out, "--max_steps=2"), {}))
     for output in all_exit(procs, 1, timeout=SECONDS):

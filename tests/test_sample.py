@@ -111,3 +111,13 @@ def test_missing_run_exits_with_one_line(tmp_path):
 def test_load_checkpoint_reads_what_train_writes(tiny_run):
     ckpt = checkpoint.load_checkpoint(str(tiny_run / "ckpt.pt"))
     assert ckpt["step"] == 6 and ckpt["config"]["optimizer"] == "pace"
+
+
+def test_a_tokenizer_that_cannot_load_is_one_line_in_sample_py_s_name(tiny_run, monkeypatch):
+    tiktoken = pytest.importorskip("tiktoken")
+
+    def offline(name):
+        raise OSError("no network")
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    message = error_of(sample.main, [f"--out_dir={tiny_run}", "--device=cpu"])
+    assert message.startswith("sample.py: error: cannot load the GPT-2 tokenizer (tiktoken r50k_base): no network.")

@@ -15,9 +15,9 @@ import torch
 import checkpoint
 import pace
 import train
+from data import shard_path, write_shard
 from errors import Error
 from model import GPT, GPTConfig, mean_loss
-from prepare_fineweb import write_shard
 from settings import Settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,9 +51,8 @@ def markov_tokens(n, seed):
 def data_dir(tmp_path_factory):
     """A validation shard and two training shards of a synthetic token stream."""
     d = tmp_path_factory.mktemp("data")
-    write_shard(str(d / "fineweb_val_000000.bin"), markov_tokens(8_000, seed=0))
-    write_shard(str(d / "fineweb_train_000001.bin"), markov_tokens(30_000, seed=1))
-    write_shard(str(d / "fineweb_train_000002.bin"), markov_tokens(30_000, seed=2))
+    for index, (n, seed) in enumerate([(8_000, 0), (30_000, 1), (30_000, 2)]):
+        write_shard(shard_path(d, index), markov_tokens(n, seed))
     return d
 
 
@@ -193,51 +192,28 @@ def test_command_line_error_exits_nonzero():
 
 # data
 
-def test_global_batches_do_not_depend_on_the_number_of_processes(data_dir):
-    T = 32
-
-    def global_batches(batch_size, grad_accum_steps, world_size, n):
-        loaders = [train.DataLoader(str(data_dir), batch_size, T, grad_accum_steps, r, world_size) for r in range(world_size)]
-        batches = []
-        for _ in range(n):
-            parts = [loader.next_batch() for loader in loaders]  # parts[r][a]
-            chunks = [parts[r][a] for a in range(grad_accum_steps) for r in range(world_size)]
-            assert all(len(c) == batch_size * T + 1 for c in chunks)
-            assert all(torch.equal(c[-1:], d[:1]) for c, d in zip(chunks, chunks[1:]))  # contiguous shares
-            batches.append(torch.cat([c[:-1] for c in chunks] + [chunks[-1][-1:]]))
-        return batches
-
-    # 16 sequences of 32 tokens per step: 117 global batches fit in the 60,000 tokens, the 59th spans both shards
-    one = global_batches(16, 1, 1, 120)
-    stream = np.concatenate([np.fromfile(data_dir / f, dtype="<u2", offset=1024)
-                             for f in ("fineweb_train_000001.bin", "fineweb_train_000002.bin")])
-    assert torch.equal(one[58], torch.from_numpy(stream[58 * 512:59 * 512 + 1].astype(np.int64)))
-    assert torch.equal(one[117], one[0])  # the second pass starts over
-    for batch_size, grad_accum_steps, world_size in ((4, 2, 2), (8, 2, 1), (2, 2, 4), (16, 1, 1)):
-        assert all(torch.equal(a, b) for a, b in zip(one, global_batches(batch_size, grad_accum_steps, world_size, 120)))
-
-
 def test_missing_or_corrupt_shards_are_named(data_dir, tmp_path):
     broken = tmp_path / "data"
     shutil.copytree(data_dir, broken)
-    train_shard = broken / "fineweb_train_000002.bin"
+    train_shard = shard_path(broken, 2)
     with open(train_shard, "r+b") as f:
         f.write(np.array([12345], dtype="<i4").tobytes())  # a wrong magic number
     message = error_of(train.main, args_for(broken, tmp_path / "a", "--max_steps=1"))
-    assert str(train_shard) in message and "magic" in message
-    train_shard.unlink()
-    os.truncate(broken / "fineweb_val_000000.bin", 3000)
+    assert train_shard in message and "magic" in message
+    os.remove(train_shard)
+    val_shard = shard_path(broken, 0)
+    os.truncate(val_shard, 3000)
     message = error_of(train.main, args_for(broken, tmp_path / "b", "--max_steps=1"))
-    assert str(broken / "fineweb_val_000000.bin") in message
-    (broken / "fineweb_val_000000.bin").unlink()
-    assert str(broken / "fineweb_val_000000.bin") in error_of(train.main, args_for(broken, tmp_path / "c", "--max_steps=1"))
+    assert val_shard in message
+    os.remove(val_shard)
+    assert val_shard in error_of(train.main, args_for(broken, tmp_path / "c", "--max_steps=1"))
     message = error_of(train.main, args_for(tmp_path / "empty", tmp_path / "d", "--max_steps=1"))
     assert "no training shards" in message and "empty" in message
 
 
 def test_too_few_validation_tokens(data_dir, tmp_path):
     message = error_of(train.main, args_for(data_dir, tmp_path / "out", "--eval_tokens=8192", "--max_steps=1"))
-    assert "fineweb_val_000000.bin holds 8000 tokens, fewer than eval_tokens + 1 = 8193" in message
+    assert f"{shard_path(data_dir, 0)} holds 8000 tokens, fewer than eval_tokens + 1 = 8193" in message
 
 
 # training
@@ -412,9 +388,8 @@ def test_unreadable_checkpoint_is_named_and_kept(data_dir, tmp_path, damage, mon
 def test_data_passes_are_announced_and_recorded(tmp_path, capsys):
     small = tmp_path / "data"
     small.mkdir()
-    write_shard(str(small / "fineweb_val_000000.bin"), markov_tokens(3_000, seed=0))
-    write_shard(str(small / "fineweb_train_000001.bin"), markov_tokens(600, seed=1))
-    write_shard(str(small / "fineweb_train_000002.bin"), markov_tokens(400, seed=2))
+    for index, (n, seed) in enumerate([(3_000, 0), (600, 1), (400, 2)]):
+        write_shard(shard_path(small, index), markov_tokens(n, seed))
     result = run(small, tmp_path / "out", "--max_steps=5")
     assert "max_steps x total_batch_size = 1,280 tokens: 1.28 passes over the 1,000 tokens" in capsys.readouterr().out
     assert result["summary"]["data_passes"] == 1.28

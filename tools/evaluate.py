@@ -44,8 +44,8 @@ import torch
 import pace
 from checkpoint import autocast, get_device, load_run, save_json
 from model import mean_loss
+from data import EOT, ShardError, load_tokenizer, read_shard, val_shard_path
 from errors import Error, first_line, script_errors
-from prepare_fineweb import EOT, ShardError, load_tokenizer, read_shard
 from provenance import device_description, provenance
 from settings import get_lr
 
@@ -63,7 +63,7 @@ def part_range(n_tokens, part):
 def read_half(data_dir, block_size, part, out_dir):
     """-> (val_file, its tokens, the half's first token, its whole sequences): what a run in
     out_dir, trained on data_dir, is scored on."""
-    val_file = os.path.join(data_dir, "fineweb_val_000000.bin")
+    val_file = val_shard_path(data_dir)
     try:
         tokens = read_shard(val_file)
     except ShardError as e:

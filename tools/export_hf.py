@@ -20,8 +20,8 @@ import sys
 
 from checkpoint import MODELS, load_model
 from model import CONV1D_WEIGHTS, GPT2_VOCAB_SIZE
+from data import load_tokenizer
 from errors import Error, script_errors
-from prepare_fineweb import load_tokenizer
 
 
 def hf_gpt2(model, vocab_size):

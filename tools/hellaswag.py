@@ -26,8 +26,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from checkpoint import MODELS, autocast, get_device, load_model, save_atomically
+from data import load_tokenizer
 from errors import Error, first_line, script_errors
-from prepare_fineweb import load_tokenizer
 from processes import exit_now
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
