@@ -9,6 +9,7 @@ position, the RNG states, the gradient scaler, the config and the logs).
 
 import json
 import os
+from dataclasses import replace
 
 import torch
 
@@ -58,10 +59,26 @@ def load_checkpoint(path):
     return ckpt
 
 
+def run_files(out_dir):
+    """(ckpt.pt, result.json) of the run in out_dir."""
+    return os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "result.json")
+
+
+def checkpoint_to_resume(out_dir, resume):
+    """The checkpoint of the run in out_dir to resume (resume: the setting), or None for a new run; an
+    out_dir that holds a run needs resume."""
+    ckpt_path, result_path = run_files(out_dir)
+    if resume and os.path.exists(ckpt_path):
+        return load_checkpoint(ckpt_path)
+    if not resume and (os.path.exists(ckpt_path) or os.path.exists(result_path)):
+        raise Error(f"{out_dir} already holds a run: continue it with --resume=True or choose another out_dir")
+    return None
+
+
 def load_run(out_dir):
     """(the model with the live weights of the run in out_dir, its optimizer with the state of its
     ckpt.pt (the EMA, Adam's moments), the run's Settings), on the CPU."""
-    path = os.path.join(out_dir, "ckpt.pt")
+    path = run_files(out_dir)[0]
     ckpt = load_checkpoint(path)
     cfg = settings_of(ckpt["config"])
     model = make_model(cfg)
@@ -102,36 +119,36 @@ SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")  # the setti
 
 
 def initial_weights(cfg, given):
-    """The weights that init_from names, as a state_dict for the model of cfg, once cfg's shape is
-    theirs (take_shape): GPT-2's 50,257 tokens padded to the vocab_size setting, as the model's own
-    vocabulary is; a run's weights as they are."""
+    """(cfg with the shape of the weights that init_from names (with_shape), those weights as a
+    state_dict for its model): GPT-2's 50,257 tokens padded to the vocab_size setting, as the model's
+    own vocabulary is; a run's weights as they are."""
     source = cfg.init_from
     if source in GPT2_NAMES or os.path.isfile(os.path.join(source, "config.json")):
         shape, hf_state = hf_gpt2_weights(source)
         if cfg.vocab_size < GPT2_VOCAB_SIZE:
             raise Error(f"vocab_size is {cfg.vocab_size} but init_from={source} has GPT-2's {GPT2_VOCAB_SIZE} tokens")
-        take_shape(cfg, given, shape, f"init_from={source}")
-        return from_hf_gpt2(hf_state, cfg)
+        cfg = with_shape(cfg, given, shape, f"init_from={source}")
+        return cfg, from_hf_gpt2(hf_state, cfg)
     if os.path.isfile(os.path.join(source, "ckpt.pt")):
         model, opt, run_cfg = load_run(source)
         if cfg.init_weights == "returned":
             opt.eval()  # the EMA into the model, for ema and pace runs
-        take_shape(cfg, given, {k: getattr(run_cfg, k) for k in SHAPE}, f"init_from={source}")
-        return {name: tensor[:cfg.block_size] if name == "transformer.wpe.weight" else tensor
-                for name, tensor in model.state_dict().items()}
+        cfg = with_shape(cfg, given, {k: getattr(run_cfg, k) for k in SHAPE}, f"init_from={source}")
+        return cfg, {name: tensor[:cfg.block_size] if name == "transformer.wpe.weight" else tensor
+                     for name, tensor in model.state_dict().items()}
     raise Error(f"init_from={source}: not scratch, one of {', '.join(GPT2_NAMES)}, a folder holding a Hugging Face "
                 f"GPT-2 (config.json) nor a run's out_dir (ckpt.pt)")
 
 
-def take_shape(cfg, given, shape, source):
-    """cfg's shape settings set to `shape` (a model's), but for a given block_size that crops its
-    position embedding; a given setting that contradicts it is an error naming both values."""
+def with_shape(cfg, given, shape, source):
+    """cfg with the shape settings of `shape` (a model's) where they were not given (the keys of given): a
+    given setting that contradicts it is an error naming both values, but for a block_size that crops
+    its position embedding."""
     for key, value in shape.items():
         if key in given and given[key] != value and not (key == "block_size" and given[key] < value):
             raise Error(f"{key} is {given[key]} but {source} has {value}"
                         + (" (block_size may be smaller: the position embedding is cropped)" if key == "block_size" else ""))
-        if key not in given:
-            setattr(cfg, key, value)
+    return replace(cfg, **{key: value for key, value in shape.items() if key not in given})
 
 
 def hf_gpt2_weights(source):

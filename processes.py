@@ -25,7 +25,6 @@ import torch
 import torch.distributed as dist
 
 from errors import Error, error_line, first_line
-from settings import load_settings
 
 
 @dataclass
@@ -41,17 +40,13 @@ class Processes:
         return self.rank == 0  # the process that writes files and shows progress
 
 
-def start_processes(args):
-    """This process's place, from torchrun's RANK, LOCAL_RANK and WORLD_SIZE, and the process group,
-    joined before the settings are checked, so that a process whose checks fail still takes part in
-    the agreement."""
+def start_processes(device):
+    """This process's place, from torchrun's RANK, LOCAL_RANK and WORLD_SIZE, and the process group (device:
+    the device setting), joined before the settings are checked, so that a process whose checks fail still
+    takes part in the agreement."""
     if "RANK" not in os.environ:
         return Processes()
     procs = Processes(True, *(int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")))
-    try:
-        device = load_settings(args).device
-    except Error:
-        device = "auto"  # agree() reports the error
     on_gpus = torch.cuda.is_available() and device != "cpu"
     if on_gpus:
         torch.cuda.set_device(procs.local_rank)  # NCCL's object collectives go through the current device
@@ -91,10 +86,12 @@ def error_message(error):
     return f"{type(error).__name__}: {first_line(error)[:300]}"
 
 
-def agree(procs, open_run):
-    """open_run() on every process, then the same run everywhere or a stop everywhere. The run's
-    state() is what every process must hold alike."""
+def agree(procs, open_run, failed=None):
+    """open_run() on every process (but one that has failed already: failed, the Error of its settings),
+    then the same run everywhere or a stop everywhere. The run's state() is what every process must hold alike."""
     try:
+        if failed is not None:
+            raise failed
         run, error = open_run(), None
     except Exception as e:  # a failed check, or anything else, on this process only
         if procs.ddp and not isinstance(e, Error):

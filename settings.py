@@ -17,7 +17,7 @@ import runpy
 import types
 import typing
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 
@@ -178,6 +178,17 @@ def check_settings(cfg):
         raise Error("optimizer=pace needs lambda_pullback > 0 (with 0 it is optimizer=ema)")
 
 
+def check_resumable(cfg, saved, device_type):
+    """The settings that change what is computed must be those of the run resumed (saved: its config)."""
+    for key, value in asdict(cfg).items():
+        kept = saved.get(key, getattr(DEFAULTS, key))  # a setting newer than the run: its default
+        if kept == "auto" and key in ("dtype", "loss"):  # a run older than resolve_auto: auto as it is now
+            kept = auto_choice(key, device_type)
+        if key not in RESUMABLE_CHANGES and kept != value:
+            raise Error(f"{key} is {value!r} but the run in {cfg.out_dir} has {kept!r}; "
+                        f"a resumed run must keep it (or start a new out_dir)")
+
+
 def device_type(cfg):
     """cuda or cpu, from the device setting."""
     if cfg.device == "auto":
@@ -195,11 +206,11 @@ def auto_choice(key, device_type):
 
 
 def resolve_auto(cfg, device_type, saved=None):
-    """cfg with its dtype and loss `auto` replaced, once, by what they mean: for a run resumed from a
-    checkpoint (saved: its config), what the run chose when it started, so that it keeps its arithmetic
-    on another device; else the device type's choice. A printable line for each kept choice that differs
-    from the device's."""
-    notes = []
+    """(cfg with its dtype and loss `auto` replaced by what they mean, a printable line for each kept
+    choice that differs from the device's). For a run resumed from a checkpoint (saved: its config), what
+    the run chose when it started, so that it keeps its arithmetic on another device; else the device
+    type's choice."""
+    chosen, notes = {}, []
     for key in ("dtype", "loss"):
         if getattr(cfg, key) != "auto":
             continue
@@ -207,13 +218,14 @@ def resolve_auto(cfg, device_type, saved=None):
         kept = (saved or {}).get(key, "auto")  # "auto" in a checkpoint of a run older than this rule
         if kept not in ("auto", choice):
             notes.append(f"{key}={kept}, as the run in {cfg.out_dir} started ({key}=auto would choose {choice} on {device_type})")
-        setattr(cfg, key, choice if kept == "auto" else kept)
+        chosen[key] = choice if kept == "auto" else kept
+    cfg = replace(cfg, **chosen)
     if cfg.loss == "liger":
         if device_type != "cuda":
             raise Error("loss=liger runs Triton kernels: it needs device=cuda")
         if importlib.util.find_spec("liger_kernel") is None:
             raise Error("loss=liger needs liger-kernel: pip install liger-kernel")
-    return notes
+    return cfg, notes
 
 
 def precision(cfg, device_type):

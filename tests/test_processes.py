@@ -64,6 +64,14 @@ def test_a_compile_failure_on_one_rank_sends_every_rank_to_foreach(data_dir, tmp
     assert read_result(tmp_path / "out")["summary"]["status"] == "completed"
 
 
+def test_each_process_reads_its_settings_once(data_dir, tmp_path):
+    reads, config = tmp_path / "reads", tmp_path / "config.py"
+    config.write_text(f"_f = open({str(reads)!r}, 'a')\n_f.write('read\\n')\n_f.close()\nmax_steps = 1\n")
+    args = args_for(data_dir, tmp_path / "out", str(config))
+    all_exit(start_ranks(tmp_path, (args, {}), (args, {})), 0, timeout=SECONDS)
+    assert reads.read_text() == "read\n" * 2  # a config file runs once in each process
+
+
 def test_ranks_are_grouped_by_what_they_saw():
     assert processes.by_rank(["a", None, "b", "a"]) == "ranks 0, 3: a; rank 2: b"
 
@@ -124,7 +132,7 @@ def test_nccl_connects_at_once_on_the_process_s_gpu(monkeypatch, gpus):
     monkeypatch.setattr(processes.dist, "rendezvous", lambda url: iter([(processes.dist.HashStore(), 1, 2)]))
     calls = []
     monkeypatch.setattr(processes.dist, "init_process_group", lambda **kwargs: calls.append(kwargs))
-    procs = processes.start_processes([])
+    procs = processes.start_processes("auto")
     assert (procs.rank, procs.local_rank, procs.world_size) == (1, 1, 2)
     assert calls[0]["backend"] == ("nccl" if gpus else "gloo")
     assert calls[0]["device_id"] == (torch.device("cuda", 1) if gpus else None)

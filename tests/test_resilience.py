@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import train
-from checkpoint import load_model
+from checkpoint import load_model, with_shape
 from processes import EXIT_PREEMPTED, Processes
+from settings import Settings, given_settings
 from test_train import (SUBPROCESS_ENV, all_exit, args_for, data_dir, error_of, finish, one_thread,  # noqa: F401
                         read_result, run, signal_after_first_checkpoint, start, start_ranks, with_fault,
                         without_timings)
@@ -21,8 +22,8 @@ SECONDS = 30  # a signalled run exits within this of the step in flight
 
 
 def opened(data_dir, out_dir, *extra):
-    """train.py's Run for these settings, set up as for its first step (model, optimizer, data)."""
-    return train.Run(args_for(data_dir, out_dir, *extra), Processes())
+    """train.py's Run for these settings, opened as for its first step (model, optimizer, data)."""
+    return train.open_run(given_settings(args_for(data_dir, out_dir, *extra)), Processes())
 
 
 @pytest.mark.usefixtures("gpt2_encoding")  # export_hf.py writes the tokenizer too
@@ -76,6 +77,15 @@ def test_a_shape_that_contradicts_the_weights_is_one_line_naming_both(tiny_run, 
     message = error_of(train.main, args_for(data_dir, tmp_path / "c", "--init_from=nowhere"))
     assert message.startswith("train.py: error: init_from=nowhere: not scratch, one of gpt2, gpt2-medium")
     assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_the_shape_of_the_weights_makes_new_settings():
+    given = {"n_layer": 2, "block_size": 16}
+    cfg = Settings(**given)
+    shape = {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 32, "vocab_size": 512}
+    shaped = with_shape(cfg, given, shape, "init_from=x")
+    assert (shaped.n_layer, shaped.n_head, shaped.n_embd, shaped.block_size, shaped.vocab_size) == (2, 4, 64, 16, 512)
+    assert cfg == Settings(**given)  # the checked settings stay as they were given
 
 
 def test_gpt2_without_transformers_is_one_line(data_dir, tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from settings import Settings, check_settings, get_lr, load_settings
+from settings import Settings, check_settings, get_lr, load_settings, resolve_auto
 from test_train import REPO, error_of
 
 
@@ -77,3 +77,13 @@ def test_gpu80gb_config_runs_64_sequences_of_1024(monkeypatch):
     check_settings(cfg)
     assert (cfg.batch_size, cfg.block_size, cfg.total_batch_size) == (64, 1024, 524288)
     assert cfg.total_batch_size // (cfg.batch_size * cfg.block_size * 8) == 1  # one micro-batch per step on 8 GPUs
+
+
+def test_auto_is_resolved_into_new_settings_and_a_run_keeps_its_choice():
+    given = Settings(out_dir="out/x")
+    cfg, notes = resolve_auto(given, "cpu")
+    assert (cfg.dtype, cfg.loss) == ("float32", "chunked") and notes == []
+    assert (given.dtype, given.loss) == ("auto", "auto")  # the checked settings stay as they were given
+    kept, notes = resolve_auto(given, "cpu", {"dtype": "bfloat16", "loss": "auto"})
+    assert (kept.dtype, kept.loss) == ("bfloat16", "chunked")
+    assert notes == ["dtype=bfloat16, as the run in out/x started (dtype=auto would choose float32 on cpu)"]
