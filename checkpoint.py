@@ -3,7 +3,7 @@ A run's files on disk: writing them so that a crash never leaves half a file, re
 checkpoint without trusting it to run code, and loading the model a run returns.
 
 A run's out_dir holds result.json ({"config", "summary", "eval_logs", "step_logs"}) and
-ckpt.pt (the live weights ckpt["model"], the optimizer with its EMA, the step, the data
+ckpt.pt (the last iterate ckpt["model"], the optimizer with its EMA, the step, the data
 position, the RNG states, the gradient scaler, the config and the logs).
 """
 
@@ -76,7 +76,7 @@ def checkpoint_to_resume(out_dir, resume):
 
 
 def load_run(out_dir):
-    """(the model with the live weights of the run in out_dir, its optimizer with the state of its
+    """(the model with the last iterate of the run in out_dir, its optimizer with the state of its
     ckpt.pt (the EMA, Adam's moments), the run's Settings), on the CPU."""
     path = run_files(out_dir)[0]
     ckpt = load_checkpoint(path)
@@ -93,10 +93,10 @@ def load_run(out_dir):
 
 def load_model(out_dir, which="returned"):
     """The model of the run in out_dir in eval mode, and the run's Settings. which="returned": what
-    the method returns (the EMA for ema and pace, the iterate for adamw); which="last": the last iterate."""
+    the method returns (the EMA for ema and pace, the last iterate for adamw); which="last": the last iterate."""
     model, opt, cfg = load_run(out_dir)
     if which == "returned":
-        opt.eval()  # the EMA into the model; for adamw (no EMA) the iterate stays
+        opt.eval()  # the EMA into the model; for adamw (no EMA) the last iterate stays
     return model.eval(), cfg
 
 

@@ -28,7 +28,7 @@ the EMA is exactly the mean of theta_1 ... theta_t+1.
         opt.step()
         opt.zero_grad()
     opt.eval()        # the model holds the EMA weights: validate or save it
-    opt.train()       # the live weights are back, bit for bit
+    opt.train()       # the last iterate is back, bit for bit
 
 eval()/train() are idempotent; the mode lives in param_groups, so state_dict() saves it, and
 step() refuses to run in eval mode. DDP needs no collectives (every process holds the same
@@ -156,8 +156,8 @@ def _foreach_step(tensor_lists, const, per_step):
         torch._foreach_addcdiv_(params, exp_avgs, denom, per_step.neg_step_size)
         if emas[0] is not None:
             torch._foreach_add_(params, pull)
-            live = [p.to(ema.dtype) for p, ema in zip(params, emas)]  # no copy if same dtype
-            torch._foreach_lerp_(emas, live, per_step.ema_weight)
+            iterates = [p.to(ema.dtype) for p, ema in zip(params, emas)]  # no copy if same dtype
+            torch._foreach_lerp_(emas, iterates, per_step.ema_weight)
 
 
 def _by_device_and_dtype(tensor_lists):
@@ -272,16 +272,16 @@ class PACE(Optimizer):
                     state = self.state[p]
                     if "ema" not in state:  # no step yet: the EMA equals the weights
                         continue
-                    if state["ema"].dtype == p.dtype:  # exchanged: the "ema" slot holds the live weights
+                    if state["ema"].dtype == p.dtype:  # exchanged: the "ema" slot holds the last iterate
                         _exchange(p, state["ema"])
-                    else:  # a low-precision parameter cannot hold the float32 EMA: the live weights wait
-                        state["live_weights"] = p.detach().clone()
+                    else:  # a low-precision parameter cannot hold the float32 EMA: the last iterate waits
+                        state["live_weights"] = p.detach().clone()  # the key's old name: saved state dicts hold it
                         p.copy_(state["ema"])
             group["train_mode"] = False
 
     @torch.no_grad()
     def train(self):
-        """Restore the live training weights (bit for bit) after eval()."""
+        """Put the last iterate back into the parameters (bit for bit) after eval()."""
         for group in self.param_groups:
             if not group["train_mode"] and group["use_ema_eval"]:
                 for p in group["params"]:

@@ -16,7 +16,7 @@ select says what to run next: the lr beyond an edge of the grid where the best l
 and seed 1 of the best two lrs where they lie within 0.03 nats of each other (the lower mean
 over the two seeds then decides). report, across and compare give each difference of two settings
 with both standard errors, unpaired and paired over the seeds both have; report gives the losses in
-bits per byte too, and tools/evaluate.py's readouts: blends of EMA and live weights, PACE's
+bits per byte too, and tools/evaluate.py's readouts: blends of EMA and last iterate, PACE's
 last-step gains.
 """
 
@@ -269,7 +269,7 @@ def not_final(chosen):
 def report(args):
     """The selected variants' test-half losses over seeds (in nats per token and bits per byte), each
     against the baselines and each averaged one against its own last iterate, and the readouts beside
-    them: the blend of EMA and live weights chosen on the tuning half, and PACE's last-step gains."""
+    them: the blend of EMA and last iterate chosen on the tuning half, and PACE's last-step gains."""
     selection = load_selection(args.folder, "report")
     tested, incomplete = selected_runs(args, args.folder, selection, "test")
     by_seed = {name: {r["seed"]: r["loss"] for r in runs} for name, runs in tested.items() if runs}
@@ -309,8 +309,8 @@ def report(args):
 
 
 def print_blends(args, selection, tested):
-    """Per ema and pace variant: the tuning-half loss of each blend alpha * EMA + (1 − alpha) * live
-    weights (mean over the selected setting's runs of the choosing seeds), the alpha of the lowest, and
+    """Per ema and pace variant: the tuning-half loss of each blend alpha * EMA + (1 − alpha) * last
+    iterate (mean over the selected setting's runs of the choosing seeds), the alpha of the lowest, and
     the test-half loss at that alpha beside the returned model's (alpha = 1)."""
     tuning, _ = selected_runs(args, args.folder, selection, "tuning")
     seeds = (selection["seed"], TIE_SEED)
@@ -332,7 +332,7 @@ def print_blends(args, selection, tested):
                      fmt_loss(*mean_std(list(returned.values()))) if returned else "–",
                      "–" if at_best == "–" else difference(test, returned)])
     if rows:
-        print("\nBlends α·EMA + (1 − α)·live weights: the tuning-half loss of each α (mean over the selected "
+        print("\nBlends α·EMA + (1 − α)·last iterate: the tuning-half loss of each α (mean over the selected "
               "setting's runs of the seeds shown), the best α on it, and the test-half loss at that α beside the "
               "returned model's (α = 1); Δ as above.\n")
         print(markdown_table(["variant", "tuning seeds", *(f"α={a}" for a in alphas), "best α", "test, best α",

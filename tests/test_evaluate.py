@@ -35,7 +35,7 @@ def test_each_half_scores_its_own_tokens(tiny_run, part):
     for which in ("returned", "last"):
         model, cfg = checkpoint.load_model(tiny_run, which)
         assert record[which] == pytest.approx(loss_by_hand(model, half, cfg.block_size), rel=1e-5)
-    assert record["returned"] != record["last"]  # the EMA, not the iterate
+    assert record["returned"] != record["last"]  # the EMA, not the last iterate
 
 
 def test_main_writes_one_file_per_run_and_part(tiny_run, capsys):
@@ -80,7 +80,7 @@ def test_blends_run_from_the_last_iterate_to_the_returned_model(tiny_run):
     blends = record["blends"]
     assert list(blends) == ["0", "0.25", "0.5", "0.75", "1"]
     assert blends["0"] == record["last"] and blends["1"] == record["returned"]  # the same passes, not new ones
-    # the blend by hand: the EMA from the returned model (sample.py, through opt.eval()), the live weights
+    # the blend by hand: the EMA from the returned model (sample.py, through opt.eval()), the last iterate
     # from the last iterate, mixed parameter by parameter and scored through the unfused logits
     ema, cfg = checkpoint.load_model(tiny_run, "returned")
     tokens = read_shard(str(record["val_file"]))[:1000]

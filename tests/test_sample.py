@@ -35,9 +35,9 @@ def test_returned_model_is_the_ema_and_last_the_iterate(tiny_run):
     params = [name for group in last.optim_groups(0.0) for p in group["params"]
               for name, q in last.named_parameters() if q is p]
     for i, name in enumerate(params):
-        ema, live = ckpt["optimizer"]["state"][i]["ema"], ckpt["model"][name]
-        assert torch.equal(returned.get_parameter(name), ema) and torch.equal(last.get_parameter(name), live)
-        assert not torch.equal(ema, live)
+        ema, iterate = ckpt["optimizer"]["state"][i]["ema"], ckpt["model"][name]
+        assert torch.equal(returned.get_parameter(name), ema) and torch.equal(last.get_parameter(name), iterate)
+        assert not torch.equal(ema, iterate)
 
 
 def test_adamw_returns_its_iterate(tiny_run, tmp_path):

@@ -21,7 +21,7 @@ loss per token goes into RUN/eval_PART.json, written atomically:
 run's own is in its result.json. "bytes" is the UTF-8 length of the text of the scored targets
 (GPT-2 tokens; the end-of-text token between documents is no text: 0 bytes), so that a loss
 converts to bits per byte: loss * tokens / (bytes * ln 2). "blends" are the losses of the
-weights alpha * EMA + (1 - alpha) * live weights: alpha 1 is the returned model, 0 the last iterate.
+weights alpha * EMA + (1 - alpha) * last iterate: alpha 1 is the returned model, 0 the last iterate.
 "last_step_gains" are PACE's pullback gains of the run's last step, recomputed from the
 checkpoint's second moments, per parameter group (the token embedding, tied to the output
 layer; the other matrices; the vectors): their mean and the share that was clamped to 1.
@@ -96,16 +96,16 @@ def target_bytes(tokens, first, n_seq, block_size, val_file):
 
 @torch.no_grad()
 def blend_losses(opt, loss):
-    """{alpha: loss()} with the parameters set to alpha * EMA + (1 - alpha) * live weights, for
-    the alphas strictly between 0 and 1; the live weights are back in place afterwards."""
+    """{alpha: loss()} with the parameters set to alpha * EMA + (1 - alpha) * last iterate, for
+    the alphas strictly between 0 and 1; the last iterate is back in place afterwards."""
     params = [p for group in opt.param_groups for p in group["params"]]
-    live = [p.detach().clone() for p in params]
+    last = [p.detach().clone() for p in params]
     losses = {}
     for alpha in BLENDS[1:-1]:
-        for p, w in zip(params, live):
+        for p, w in zip(params, last):
             p.copy_(torch.lerp(w, opt.state[p]["ema"].to(w.dtype), alpha))
         losses[alpha] = loss()
-    for p, w in zip(params, live):
+    for p, w in zip(params, last):
         p.copy_(w)
     return losses
 
@@ -166,7 +166,7 @@ def score(out_dir, part, device):
         return {**record, "returned": last, "last": last}
     opt.eval()  # the EMA into the model, as the method returns it
     returned = loss()
-    opt.train()  # the live weights back, bit for bit
+    opt.train()  # the last iterate back, bit for bit
     blends = {0: last, **blend_losses(opt, loss), 1: returned}
     record.update(returned=returned, last=last, blends={f"{alpha:g}": blends[alpha] for alpha in BLENDS})
     if cfg.optimizer == "pace":
