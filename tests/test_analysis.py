@@ -9,8 +9,13 @@ import statistics
 import numpy as np
 import pytest
 
+from conftest import cell, row, write_result
 from studies import analysis, results
-from test_sweep import cell, row, summarize, write_result
+
+
+def summarize(folder, capsys, *args):
+    assert analysis.main(["summarize", str(folder), *args]) == 0
+    return capsys.readouterr()
 
 # ----------------------------------------------------------------------------- summarize
 

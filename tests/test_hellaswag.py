@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 import checkpoint
+from conftest import REPO
 from tools import hellaswag
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # items in HellaSwag's schema; endings of very different lengths, so that the summed and the
 # mean cross-entropy can pick different endings; the last context is longer than the model's
 # block_size (32 tokens), so it is cut from the left

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import REPO
 from data import EOT, read_shard, shard_paths, val_shard_path
 from studies import kerneldocs as K
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(REPO, "tests", "kerneldocs_sample")
 SAMPLE_FILES = ["bpf/libbpf/libbpf_build.rst.txt", "bpf/prog_cgroup_sysctl.rst.txt",
                 "networking/devlink/devlink-flash.rst.txt", "networking/devlink/devlink-selftests.rst.txt"]

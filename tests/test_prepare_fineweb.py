@@ -10,7 +10,6 @@ offline when TIKTOKEN_CACHE_DIR points at a folder holding r50k_base.
 import glob
 import json
 import os
-import random
 import subprocess
 import sys
 
@@ -20,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import prepare_fineweb as P
+from conftest import REPO, corpus_texts, write_parquet
 from data import EOT, read_shard
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "prepare_fineweb.py")
 
 
@@ -68,22 +67,6 @@ def assert_one_line_error(result, *names):
     for name in names:
         assert name in lines[0], (name, lines[0])
 
-
-def write_parquet(path, texts, **columns):
-    pq.write_table(pa.table({"text": pa.array(texts, pa.string()), **columns}), path)
-
-
-def corpus_texts(n):
-    """n real documents from $PACE_TEST_CORPUS, or n generated ones."""
-    pattern = os.environ.get("PACE_TEST_CORPUS")
-    if pattern:
-        files = sorted(glob.glob(pattern))
-        assert files, f"PACE_TEST_CORPUS={pattern} matches no file"
-        return pq.read_table(files[0], columns=["text"]).column("text").to_pylist()[:n]
-    rng = random.Random(0)
-    words = "the of and a to in is you that it he was for on are as with his they I at be this have from " \
-            "tokenizer shard value 1024 3.14 naïve café Übung 東京 🙂 — x=f(y); def\n\n".split(" ")
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(1, 400))) for _ in range(n)]
 
 # -----------------------------------------------------------------------------
 # the script's imports

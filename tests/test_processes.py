@@ -1,6 +1,6 @@
 """Under torchrun every process opens the same run or every one stops with the failing one's message;
 an error on any process during the run stops every process, and result.json says the run failed.
-The processes are started as torchrun starts them (tests/test_train.py's start_ranks), some with a
+The processes are started as torchrun starts them (conftest.py's start_ranks), some with a
 fault planted by tests/train_with_fault.py; a process left waiting fails the test (all_exit's timeout)."""
 
 import re
@@ -13,9 +13,10 @@ import torch
 
 import pace
 import processes
+from conftest import all_exit, args_for, finish, read_result, run, start, start_ranks
 from data import read_shard, shard_path, shard_pattern, write_shard
-from test_train import (all_exit, args_for, data_dir, finish, one_thread, read_result, run, start,  # noqa: F401 (fixtures)
-                        start_ranks)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SECONDS = 60  # every process exits within this, where gloo's own timeout would wait 30 minutes
 

@@ -11,13 +11,14 @@ import torch
 
 import train
 from checkpoint import load_model, with_shape
+from conftest import (COMMON, STEPS, SUBPROCESS_ENV, all_exit, args_for, assert_resumes_exactly, error_of, finish,
+                      read_result, run, signal_after_first_checkpoint, start, start_ranks, torchrun, with_fault,
+                      without_timings)
 from processes import EXIT_PREEMPTED, Processes
 from settings import Settings, given_settings
-from test_train import (SUBPROCESS_ENV, all_exit, args_for, data_dir, error_of, finish, one_thread,  # noqa: F401
-                        read_result, run, signal_after_first_checkpoint, start, start_ranks, with_fault,
-                        without_timings)
 from tools import export_hf
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 SECONDS = 30  # a signalled run exits within this of the step in flight
 
 
@@ -102,45 +103,6 @@ def test_a_run_from_weights_resumes_like_any_other(tiny_run, data_dir, tmp_path)
 
 
 # preemption and lost workers
-
-STEPS = 48  # of ~25 ms each: a signal sent at the first checkpoint (step 8) has ~1 s to arrive before the end
-COMMON = ["--optimizer=pace", f"--max_steps={STEPS}", "--eval_interval=8", "--ckpt_interval=8", "--log_interval=1"]
-
-
-def torchrun(*options):
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *options]
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(data_dir, tmp_path_factory):
-    """launcher -> (result.json, ckpt.pt) of the run never stopped, made once per launcher for this module."""
-    made = {}
-
-    def of(launcher):
-        key = " ".join(launcher)
-        if key not in made:
-            out = tmp_path_factory.mktemp("uninterrupted")
-            finish(start(out / "log", *launcher, *args_for(data_dir, out / "run", *COMMON)))
-            made[key] = read_result(out / "run"), torch.load(out / "run" / "ckpt.pt")
-        return made[key]
-
-    return of
-
-
-def assert_resumes_exactly(data_dir, tmp_path, stopped, launcher, uninterrupted):
-    """Resume the stopped run (unless it completed) and compare it with the run never stopped:
-    losses, weights, optimizer state."""
-    if read_result(stopped)["summary"]["status"] != "completed":
-        finish(start(tmp_path / "resume.log", *launcher, *args_for(data_dir, stopped, *COMMON, "--resume=True")))
-    (whole, whole_ckpt), resumed = uninterrupted(launcher), read_result(stopped)
-    assert without_timings(resumed) == without_timings(whole) and resumed["summary"]["status"] == "completed"
-    a, b = torch.load(stopped / "ckpt.pt"), whole_ckpt
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for i, state in a["optimizer"]["state"].items():
-        for k, v in state.items():
-            assert torch.equal(v, b["optimizer"]["state"][i][k]) if torch.is_tensor(v) else v == b["optimizer"]["state"][i][k]
-
 
 @pytest.mark.parametrize("launcher, signum", [(["python"], signal.SIGTERM), (["torchrun"], signal.SIGTERM),
                                               (["python"], signal.SIGUSR1)], ids=["SIGTERM", "SIGTERM-torchrun", "SIGUSR1"])

@@ -1,6 +1,5 @@
 """sample.py: the model a run returns, reproducible samples, and one-line errors for a bad run."""
 
-import os
 import subprocess
 import sys
 
@@ -9,21 +8,9 @@ import torch
 
 import checkpoint
 import sample
-from errors import Error
+from conftest import REPO, error_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def error_of(fn, *args):
-    """The one-line message of what fn stops with: a failed check's Error (errors.py), or the SystemExit of
-    a script's main, which names the script ("train.py: error: ...") and exits with status 1."""
-    with pytest.raises((Error, SystemExit)) as e:
-        fn(*args)
-    message = str(e.value) if isinstance(e.value, Error) else e.value.code
-    assert isinstance(message, str) and "\n" not in message
-    return message
 
 
 def test_returned_model_is_the_ema_and_last_the_iterate(tiny_run):

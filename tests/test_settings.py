@@ -2,8 +2,8 @@
 
 import pytest
 
+from conftest import REPO, error_of
 from settings import Settings, check_settings, get_lr, load_settings, resolve_auto
-from test_train import REPO, error_of
 
 
 def test_settings_from_files_and_arguments(tmp_path):

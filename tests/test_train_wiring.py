@@ -8,14 +8,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_train import args_for, data_dir, finish, one_thread, read_result, run, start  # noqa: F401 (fixtures)
 
 from checkpoint import load_run
+from conftest import args_for, finish, read_result, run, start
 from data import shard_paths
 from model import GPT, GPTConfig
 from pace import PACE
 from settings import get_lr, load_settings, make_optimizer
 from tools.evaluate import last_step_gains
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # every optimizer setting away from its default, and no two of them equal, so that one
 # passed in another's place shows
