@@ -122,12 +122,6 @@ def _pace_tensor_step(param, grad, exp_avg, exp_avg_sq, ema, const, per_step, st
     ema.add_((param.to(ema.dtype) - ema) * per_step.ema_weight)
 
 
-def _single_tensor_step(tensor_lists, const, per_step, stats=None):
-    """The plain loop: the rule, one tensor at a time."""
-    for tensors in zip(*tensor_lists):
-        _pace_tensor_step(*tensors, const, per_step, stats)
-
-
 def _record_stats(tensor_lists, const, per_step, stats):
     """The telemetry of a step, read-only: the rule on copies of the state, one tensor at a time, adds its
     sums to stats; the step itself is then taken as on any other step, so observing never changes a run."""
@@ -254,8 +248,9 @@ class PACE(Optimizer):
                 _fused_step(tensors, const, per_step)
             elif group["foreach"] is not False:
                 _foreach_step(tensors, const, per_step)
-            else:
-                _single_tensor_step(tensors, const, per_step)
+            else:  # the plain loop, the reference: the rule, one tensor at a time
+                for one_tensor in zip(*tensors):
+                    _pace_tensor_step(*one_tensor, const, per_step)
 
     def _stat_sums(self, device):
         if self._stats is None:
@@ -309,10 +304,9 @@ class PACE(Optimizer):
                 self.state[p]["ema"] = emas[saved_id].to(device=p.device, dtype=_ema_dtype(p))
 
     def get_step_stats(self):
-        """Telemetry of the last step as Python floats (this synchronizes with the
-        device): mean and max pullback gain lambda, the fraction of coordinates whose
-        gain was clamped, and the norms of the AdamW update, of the pullback and of
-        theta - EMA before the step. Needs log_stats=True."""
+        """Telemetry of the last step as Python floats (this synchronizes with the device): mean and max
+        pullback gain lambda, the fraction of coordinates whose gain was clamped, and the norms of the
+        AdamW update, of the pullback and of theta - EMA before the step. Needs log_stats=True."""
         if not any(g["log_stats"] for g in self.param_groups):
             raise RuntimeError("get_step_stats() needs PACE(..., log_stats=True)")
         if self._stats is None:
@@ -412,7 +406,6 @@ def _compiled_step(*args):
     global _compiled
     if _compiled is None:
         import torch._inductor.config as inductor_config
-
         # dynamic_threads: every CPU kernel runs on all threads; by default inductor would
         # choose from the sizes it first saw, which later calls do not share.
         options = {"cpp.dynamic_threads": True} if hasattr(inductor_config.cpp, "dynamic_threads") else {}
@@ -448,8 +441,8 @@ def _scratch(like, numel):
 
 @functools.cache  # looked up once, not at every step
 def _fused_settings():
-    """The private torch settings the fused path changes, as (config, {name: value}) pairs, or
-    None on a torch that lacks one it cannot do without. Names move between releases."""
+    """The private torch settings the fused path changes, as (config, {name: value}) pairs, or None on a
+    torch that lacks one it cannot do without. Names move between releases."""
     import torch._dynamo.config as dynamo_config
 
     try:
@@ -471,9 +464,8 @@ def _fused_settings():
 
 def _fused_unsupported():
     """Why this torch cannot run the fused path, or None when it can."""
-    if _fused_settings() is None:
-        return f"PACE's fused path needs torch >= {FUSED_MIN_TORCH}; this is torch {torch.__version__}"
-    return None
+    return None if _fused_settings() else (f"PACE's fused path needs torch >= {FUSED_MIN_TORCH}; "
+                                           f"this is torch {torch.__version__}")
 
 
 def fused_error(device, group=None):

@@ -7,7 +7,8 @@
 - train.py in processes of their own, as users and torchrun start it: start, start_ranks, with_fault,
   all_exit, finish, signal_after_first_checkpoint, torchrun; preemption's runs (COMMON) and
   assert_resumes_exactly against the uninterrupted run;
-- study folders as studies/sweep.py leaves them: write_result, and the tables' row and cell.
+- study folders as studies/sweep.py and tools/evaluate.py leave them: write_result, scored_run, blends,
+  and the tables' row and cell.
 """
 
 import builtins
@@ -364,3 +365,18 @@ def row(text, first_cell):
 
 def cell(mean, std, n):
     return f"{mean:.4f} ± {std:.4f} (n={n})"
+
+
+def scored_run(folder, method, lr, seed, part, returned, last=None, scores=(), code=None, **config):
+    """A completed run with its eval_PART.json (scores: more of its keys); its final_val_loss (1.0) is
+    lower than any score, so a choice made from result.json instead of the half's score shows."""
+    path = folder / f"{method}_lr{lr}_{'_'.join(f'{k}{v}' for k, v in config.items())}_seed{seed}"
+    write_result(path, method, loss=1.0, lr=lr, seed=seed, code=code, **config)
+    (path / f"eval_{part}.json").write_text(json.dumps({"returned": returned, "last": returned if last is None else last,
+                                                        **dict(scores)}))
+    return path
+
+
+def blends(*losses):
+    """An eval file's losses of the blends alpha * EMA + (1 - alpha) * last iterate, alpha 0 to 1."""
+    return {"blends": dict(zip(["0", "0.25", "0.5", "0.75", "1"], losses))}
