@@ -90,6 +90,7 @@ RESUMABLE_CHANGES = ("data_dir", "out_dir", "resume", "device", "compile", "batc
                      "eval_interval", "vanilla_eval_interval", "log_interval", "ckpt_interval", "stats_interval",
                      "wandb_log", "wandb_project", "wandb_run_name")
 DEFAULTS = Settings()  # what a checkpoint written before a setting existed ran with
+SETTING_TYPES = {f.name: f.type for f in fields(Settings)}
 
 
 def load_settings(args):
@@ -99,14 +100,7 @@ def load_settings(args):
 
 def given_settings(args):
     """{key: value} of the settings that config files and --key=value arguments give, in order."""
-    setting_types = {f.name: f.type for f in fields(Settings)}
     values = {}
-
-    def set_value(key, value, source):
-        if key not in setting_types:
-            raise Error(f"unknown setting {key!r} ({source}); valid settings: {', '.join(setting_types)}")
-        values[key] = typed(key, value, setting_types[key], source)
-
     for arg in args:
         if arg.startswith("--"):
             key, eq, text = arg[2:].partition("=")
@@ -116,21 +110,28 @@ def given_settings(args):
                 value = ast.literal_eval(text)
             except (ValueError, SyntaxError):
                 value = text  # a bare string
-            if setting_types.get(key) is str and not isinstance(value, str):
+            if SETTING_TYPES.get(key) is str and not isinstance(value, str):
                 value = text  # --out_dir=1e3 is the folder "1e3"
-            set_value(key, value, arg)
+            values[key] = setting(key, value, arg)
         else:
             if not os.path.isfile(arg):
                 raise Error(f"config file {arg} not found")
             for key, value in runpy.run_path(arg).items():
                 if not key.startswith("_"):
-                    set_value(key, value, arg)
+                    values[key] = setting(key, value, arg)
     return values
 
 
 def settings_of(config):
     """The Settings of a run from the config dict its checkpoint or result.json holds."""
-    return load_settings([f"--{key}={value!r}" for key, value in config.items()])
+    return Settings(**{key: setting(key, value, "the run's config") for key, value in config.items()})
+
+
+def setting(key, value, source):
+    """value, given for the setting key by source, as a value of its type, or a clear error."""
+    if key not in SETTING_TYPES:
+        raise Error(f"unknown setting {key!r} ({source}); valid settings: {', '.join(SETTING_TYPES)}")
+    return typed(key, value, SETTING_TYPES[key], source)
 
 
 def typed(key, value, typ, source):

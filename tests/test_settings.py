@@ -1,9 +1,13 @@
-"""settings.py: config files and --key=value arguments, their checks, the shipped configs, the schedule."""
+"""settings.py: config files and --key=value arguments, a run's config read back, their checks, the shipped
+configs, dtype and loss auto resolved, the schedule."""
+
+import json
+from dataclasses import asdict
 
 import pytest
 
 from conftest import REPO, error_of
-from settings import Settings, check_settings, get_lr, load_settings, resolve_auto
+from settings import Settings, check_settings, get_lr, load_settings, resolve_auto, settings_of
 
 
 def test_settings_from_files_and_arguments(tmp_path):
@@ -87,3 +91,10 @@ def test_auto_is_resolved_into_new_settings_and_a_run_keeps_its_choice():
     kept, notes = resolve_auto(given, "cpu", {"dtype": "bfloat16", "loss": "auto"})
     assert (kept.dtype, kept.loss) == ("bfloat16", "chunked")
     assert notes == ["dtype=bfloat16, as the run in out/x started (dtype=auto would choose float32 on cpu)"]
+
+
+def test_a_run_s_config_gives_back_its_settings_as_they_were():
+    cfg = Settings(lr=3e-3, betas=(0.8, 0.99), ema_kappa=None, out_dir="1e3", compile=False, wandb_run_name=None)
+    config = json.loads(json.dumps(asdict(cfg)))  # as result.json holds it: betas a list
+    assert settings_of(config) == cfg and settings_of({"lr": 1}).lr == 1.0
+    assert error_of(settings_of, {"learning_rate": 1e-3}).startswith("unknown setting 'learning_rate' (the run's config)")
