@@ -65,6 +65,17 @@ def test_a_compile_failure_on_one_rank_sends_every_rank_to_foreach(data_dir, tmp
     assert read_result(tmp_path / "out")["summary"]["status"] == "completed"
 
 
+def test_settings_that_fail_on_one_rank_stop_every_rank(data_dir, tmp_path):
+    # rank 1 is on a node without the config file: it joins the others all the same, to stop with them
+    config, out = tmp_path / "config.py", tmp_path / "out"
+    config.write_text("max_steps = 2\n")
+    procs = start_ranks(tmp_path, (args_for(data_dir, out, str(config)), {}),
+                        (args_for(data_dir, out, str(tmp_path / "elsewhere.py")), {}))
+    for output in all_exit(procs, 1, timeout=SECONDS):
+        assert f"train.py: error: rank 1: config file {tmp_path / 'elsewhere.py'} not found" in output
+    assert not out.exists()
+
+
 def test_each_process_reads_its_settings_once(data_dir, tmp_path):
     reads, config = tmp_path / "reads", tmp_path / "config.py"
     config.write_text(f"_f = open({str(reads)!r}, 'a')\n_f.write('read\\n')\n_f.close()\nmax_steps = 1\n")
