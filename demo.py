@@ -12,30 +12,29 @@ train.py setting for the three runs, after configs/cpu.py (python demo.py --max_
 """
 
 import argparse
-import glob
 import json
 import os
+import subprocess
 import sys
 
-import prepare_fineweb
+from data import shard_paths, val_shard_path
 from studies import plots, sweep
 
 METHODS = ("adamw", "ema", "pace")
-CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+REPO = os.path.dirname(os.path.abspath(__file__))
+CONFIGS = os.path.join(REPO, "configs")
 
 
 def prepare(data_dir, data_files, max_tokens):
-    """Shards in data_dir, reusing those of an earlier run when it completed."""
-    val = os.path.join(data_dir, "fineweb_val_000000.bin")
-    train = glob.glob(os.path.join(data_dir, "fineweb_train_*.bin"))
-    if os.path.exists(val) and train:
+    """Shards in data_dir, reusing those of an earlier run when it completed; prepare_fineweb.py's exit status."""
+    if os.path.exists(val_shard_path(data_dir)) and shard_paths(data_dir):
         print(f"demo: reusing the shards in {data_dir}")
-        return
+        return 0
     source = ["--data_files", data_files] if data_files else []  # default: FineWeb from the hub
-    print(f"demo: preparing {max_tokens:,} tokens of {data_files or 'FineWeb (hub)'} into {data_dir}")
+    print(f"demo: preparing {max_tokens:,} tokens of {data_files or 'FineWeb (hub)'} into {data_dir}", flush=True)
     # the first shard is validation, the rest training; --overwrite clears an interrupted attempt
-    prepare_fineweb.main(source + ["--out_dir", data_dir, "--max_tokens", str(max_tokens),
-                                   "--shard_size", str(max_tokens // 4), "--overwrite"])
+    return subprocess.run([sys.executable, os.path.join(REPO, "prepare_fineweb.py"), *source, "--out_dir", data_dir,
+                           "--max_tokens", str(max_tokens), "--shard_size", str(max_tokens // 4), "--overwrite"]).returncode
 
 
 def report(out_dir):
@@ -61,7 +60,9 @@ def main(argv=None):
     parser.add_argument("--out_dir", default="out/demo", help="one run folder per method (default: %(default)s)")
     args, train_settings = parser.parse_known_args(argv)  # studies/sweep.py checks and passes these on
 
-    prepare(args.data_dir, args.data_files, args.max_tokens)
+    status = prepare(args.data_dir, args.data_files, args.max_tokens)
+    if status != 0:
+        return status
     # one run per method: the sweep skips completed runs and resumes interrupted ones
     status = sweep.main(["--method", ",".join(METHODS), "--config", os.path.join(CONFIGS, "cpu.py"),
                          "--config", os.path.join(CONFIGS, "{method}.py"), "--out", args.out_dir,

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from checkpoint import save_atomically, save_json  # noqa: E402
-from prepare_fineweb import write_shard  # noqa: E402
+from data import shard_path, write_shard  # noqa: E402
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 CHECK_COMMAND = [sys.executable, os.path.abspath(__file__)]  # what runs one check: this script, in a process of its own
@@ -58,8 +58,8 @@ def synthetic_data(folder, vocab, tokens=400_000):
     follow = rng.random(tokens) < 0.8
     stream[1:][follow[1:]] = (stream[:-1][follow[1:]].astype(np.int64) * 7 + 3) % vocab
     os.makedirs(folder, exist_ok=True)
-    write_shard(os.path.join(folder, "fineweb_val_000000.bin"), stream[:tokens // 4])
-    write_shard(os.path.join(folder, "fineweb_train_000001.bin"), stream[tokens // 4:])
+    write_shard(shard_path(folder, 0), stream[:tokens // 4])  # the validation shard
+    write_shard(shard_path(folder, 1), stream[tokens // 4:])
 
 
 def data(ctx, small=False):

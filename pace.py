@@ -28,7 +28,7 @@ the EMA is exactly the mean of theta_1 ... theta_t+1.
         opt.step()
         opt.zero_grad()
     opt.eval()        # the model holds the EMA weights: validate or save it
-    opt.train()       # the live weights are back, bit for bit
+    opt.train()       # the last iterate is back, bit for bit
 
 eval()/train() are idempotent; the mode lives in param_groups, so state_dict() saves it, and
 step() refuses to run in eval mode. DDP needs no collectives (every process holds the same
@@ -122,12 +122,6 @@ def _pace_tensor_step(param, grad, exp_avg, exp_avg_sq, ema, const, per_step, st
     ema.add_((param.to(ema.dtype) - ema) * per_step.ema_weight)
 
 
-def _single_tensor_step(tensor_lists, const, per_step, stats=None):
-    """The plain loop: the rule, one tensor at a time."""
-    for tensors in zip(*tensor_lists):
-        _pace_tensor_step(*tensors, const, per_step, stats)
-
-
 def _record_stats(tensor_lists, const, per_step, stats):
     """The telemetry of a step, read-only: the rule on copies of the state, one tensor at a time, adds its
     sums to stats; the step itself is then taken as on any other step, so observing never changes a run."""
@@ -156,8 +150,8 @@ def _foreach_step(tensor_lists, const, per_step):
         torch._foreach_addcdiv_(params, exp_avgs, denom, per_step.neg_step_size)
         if emas[0] is not None:
             torch._foreach_add_(params, pull)
-            live = [p.to(ema.dtype) for p, ema in zip(params, emas)]  # no copy if same dtype
-            torch._foreach_lerp_(emas, live, per_step.ema_weight)
+            iterates = [p.to(ema.dtype) for p, ema in zip(params, emas)]  # no copy if same dtype
+            torch._foreach_lerp_(emas, iterates, per_step.ema_weight)
 
 
 def _by_device_and_dtype(tensor_lists):
@@ -254,8 +248,9 @@ class PACE(Optimizer):
                 _fused_step(tensors, const, per_step)
             elif group["foreach"] is not False:
                 _foreach_step(tensors, const, per_step)
-            else:
-                _single_tensor_step(tensors, const, per_step)
+            else:  # the plain loop, the reference: the rule, one tensor at a time
+                for one_tensor in zip(*tensors):
+                    _pace_tensor_step(*one_tensor, const, per_step)
 
     def _stat_sums(self, device):
         if self._stats is None:
@@ -272,16 +267,16 @@ class PACE(Optimizer):
                     state = self.state[p]
                     if "ema" not in state:  # no step yet: the EMA equals the weights
                         continue
-                    if state["ema"].dtype == p.dtype:  # exchanged: the "ema" slot holds the live weights
+                    if state["ema"].dtype == p.dtype:  # exchanged: the "ema" slot holds the last iterate
                         _exchange(p, state["ema"])
-                    else:  # a low-precision parameter cannot hold the float32 EMA: the live weights wait
-                        state["live_weights"] = p.detach().clone()
+                    else:  # a low-precision parameter cannot hold the float32 EMA: the last iterate waits
+                        state["live_weights"] = p.detach().clone()  # the key's old name: saved state dicts hold it
                         p.copy_(state["ema"])
             group["train_mode"] = False
 
     @torch.no_grad()
     def train(self):
-        """Restore the live training weights (bit for bit) after eval()."""
+        """Put the last iterate back into the parameters (bit for bit) after eval()."""
         for group in self.param_groups:
             if not group["train_mode"] and group["use_ema_eval"]:
                 for p in group["params"]:
@@ -309,10 +304,9 @@ class PACE(Optimizer):
                 self.state[p]["ema"] = emas[saved_id].to(device=p.device, dtype=_ema_dtype(p))
 
     def get_step_stats(self):
-        """Telemetry of the last step as Python floats (this synchronizes with the
-        device): mean and max pullback gain lambda, the fraction of coordinates whose
-        gain was clamped, and the norms of the AdamW update, of the pullback and of
-        theta - EMA before the step. Needs log_stats=True."""
+        """Telemetry of the last step as Python floats (this synchronizes with the device): mean and max
+        pullback gain lambda, the fraction of coordinates whose gain was clamped, and the norms of the
+        AdamW update, of the pullback and of theta - EMA before the step. Needs log_stats=True."""
         if not any(g["log_stats"] for g in self.param_groups):
             raise RuntimeError("get_step_stats() needs PACE(..., log_stats=True)")
         if self._stats is None:
@@ -412,7 +406,6 @@ def _compiled_step(*args):
     global _compiled
     if _compiled is None:
         import torch._inductor.config as inductor_config
-
         # dynamic_threads: every CPU kernel runs on all threads; by default inductor would
         # choose from the sizes it first saw, which later calls do not share.
         options = {"cpp.dynamic_threads": True} if hasattr(inductor_config.cpp, "dynamic_threads") else {}
@@ -448,8 +441,8 @@ def _scratch(like, numel):
 
 @functools.cache  # looked up once, not at every step
 def _fused_settings():
-    """The private torch settings the fused path changes, as (config, {name: value}) pairs, or
-    None on a torch that lacks one it cannot do without. Names move between releases."""
+    """The private torch settings the fused path changes, as (config, {name: value}) pairs, or None on a
+    torch that lacks one it cannot do without. Names move between releases."""
     import torch._dynamo.config as dynamo_config
 
     try:
@@ -471,9 +464,8 @@ def _fused_settings():
 
 def _fused_unsupported():
     """Why this torch cannot run the fused path, or None when it can."""
-    if _fused_settings() is None:
-        return f"PACE's fused path needs torch >= {FUSED_MIN_TORCH}; this is torch {torch.__version__}"
-    return None
+    return None if _fused_settings() else (f"PACE's fused path needs torch >= {FUSED_MIN_TORCH}; "
+                                           f"this is torch {torch.__version__}")
 
 
 def fused_error(device, group=None):

@@ -13,12 +13,10 @@ Input: a hub dataset through `datasets` (streamed, so the raw text never lands o
 (one document per file), read through the same streaming code path.
 
 Output, in --out_dir: fineweb_val_000000.bin, then fineweb_train_000001.bin, fineweb_train_000002.bin, ...
-each holding --shard_size tokens (the last one the remainder). A shard is llm.c's format: a header
-of 256 little-endian int32 (magic 20240520, version 1, number of tokens, the rest 0), then the
-tokens as little-endian uint16. Every document is preceded by the end-of-text token 50256 and
-documents continue across shard boundaries, so the shards concatenated in order are exactly
-[50256] + encode_ordinary(text) over the documents in input order. Shards from llm.c and
-modded-nanogpt (e.g. kjj0/fineweb10B-gpt2 on the hub) are in the same format.
+each holding --shard_size tokens (the last one the remainder), in llm.c's format (data.py). Every
+document is preceded by the end-of-text token 50256 and documents continue across shard boundaries,
+so the shards concatenated in order are exactly [50256] + encode_ordinary(text) over the documents
+in input order.
 
 Tokenizer: tiktoken's r50k_base, byte-for-byte the GPT-2 BPE. Online it is downloaded once; on a
 machine without internet set TIKTOKEN_CACHE_DIR to a folder holding its file.
@@ -29,8 +27,6 @@ input and writes the shards, in input order; memory stays about one shard whatev
 Safety: each shard is written under a temporary name and renamed when complete, so an interrupted
 run never leaves a truncated shard under a final name. A run refuses an --out_dir that already
 holds shards, so that old and new shards never mix; --overwrite deletes them first.
-
-read_shard() is the reader that training uses.
 """
 
 import argparse
@@ -39,21 +35,15 @@ import glob
 import itertools
 import multiprocessing
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 from tqdm import tqdm
 
-MAGIC = 20240520
-VERSION = 1
-HEADER_INTS = 256
-HEADER_BYTES = 4 * HEADER_INTS
-EOT = 50256  # GPT-2's <|endoftext|>
+from data import EOT, load_tokenizer, shard_path, shard_paths, write_shard
+from errors import Error, first_line, script_errors
 
-# tiktoken caches r50k_base under the sha1 of its download URL; tell offline users that name
-R50K_CACHE_FILE = "0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4"
 BATCH_DOCS = 256  # documents per task sent to a worker: large enough to amortize the IPC
 
 # datasets' builder for each kind of local file, and the options that make it read our documents
@@ -65,80 +55,7 @@ BUILDERS = {
 }
 
 # -----------------------------------------------------------------------------
-# the shard format (llm.c)
-
-class ShardError(ValueError):
-    """A shard file that is missing, truncated or not in llm.c's format."""
-
-
-def shard_path(out_dir, index):
-    split = "val" if index == 0 else "train"
-    return os.path.join(out_dir, f"fineweb_{split}_{index:06d}.bin")
-
-
-def write_shard(path, tokens):
-    """Write tokens as an llm.c shard; via a temporary file so `path` is either complete or absent."""
-    tokens = np.asarray(tokens)
-    if tokens.dtype != np.uint16 and tokens.size and (tokens.min() < 0 or tokens.max() >= 2**16):
-        raise ValueError(f"{path}: token ids must fit in uint16")
-    header = np.zeros(HEADER_INTS, dtype="<i4")
-    header[:3] = MAGIC, VERSION, len(tokens)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(header)
-        f.write(np.ascontiguousarray(tokens, dtype="<u2"))  # no copy of a uint16 shard: memory stays one shard
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_shard(path):
-    """Validate an llm.c shard's header and memory-map its tokens (uint16)."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(HEADER_BYTES)
-    except OSError as e:
-        raise ShardError(f"{path}: cannot read shard: {e.strerror}") from None
-    if len(head) < HEADER_BYTES:
-        raise ShardError(f"{path}: truncated shard: {size} bytes, less than the {HEADER_BYTES}-byte header")
-    magic, version, ntok = (int(x) for x in np.frombuffer(head, dtype="<i4")[:3])
-    if magic != MAGIC:
-        raise ShardError(f"{path}: bad magic number {magic} (expected {MAGIC}): not an llm.c token shard")
-    if version != VERSION:
-        raise ShardError(f"{path}: unsupported shard version {version} (expected {VERSION})")
-    expected = HEADER_BYTES + 2 * ntok
-    if size != expected:
-        what = "truncated shard" if size < expected else "shard size does not match its header"
-        raise ShardError(f"{path}: {what}: header says {ntok} tokens ({expected} bytes), file has {size} bytes")
-    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(ntok,))
-
-# -----------------------------------------------------------------------------
 # tokenization
-
-def fail(message):
-    """Stop with a one-line error and exit status 1 (bad input is not a bug: no traceback)."""
-    sys.exit(f"prepare_fineweb.py: error: {message}")
-
-
-def first_line(error):
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
-def load_tokenizer():
-    """GPT-2's BPE. r50k_base rather than "gpt2": same ids, but one file, which tiktoken can load from
-    TIKTOKEN_CACHE_DIR without touching the network."""
-    import tiktoken
-    try:
-        enc = tiktoken.get_encoding("r50k_base")
-    except Exception as e:
-        fail(f"cannot load the GPT-2 tokenizer (tiktoken r50k_base): {first_line(e)}. Without internet, set "
-             f"TIKTOKEN_CACHE_DIR to a folder holding the r50k_base file (named {R50K_CACHE_FILE})")
-    if enc.encode_ordinary("hello world") != [31373, 995] or enc.eot_token != EOT:
-        fail("tiktoken's r50k_base does not give GPT-2 token ids (\"hello world\" should be [31373, 995])")
-    return enc
-
 
 enc = None  # the tokenizer, in each worker process
 
@@ -179,11 +96,11 @@ def load_documents(args):
         source = f"--data_files {args.data_files}"
         files = sorted(glob.glob(args.data_files, recursive=True))
         if not files:
-            fail(f"{source}: no file matches")
+            raise Error(f"{source}: no file matches")
         kinds = sorted({os.path.splitext(f)[1] for f in files})
         if len(kinds) > 1 or kinds[0] not in BUILDERS:
-            fail(f"{source}: matches {', '.join(k or 'extensionless' for k in kinds)} files; "
-                 f"expected files of one kind among {', '.join(BUILDERS)}")
+            raise Error(f"{source}: matches {', '.join(k or 'extensionless' for k in kinds)} files; "
+                        f"expected files of one kind among {', '.join(BUILDERS)}")
         path, options = BUILDERS[kinds[0]]
         options = dict(options, data_files=files)
         # local files need nothing from the hub; without this, datasets pings it (a wait of seconds offline)
@@ -204,11 +121,11 @@ def load_documents(args):
         first = None
     except Exception as e:
         hint = "" if args.data_files else "; without internet, point --data_files at local files instead"
-        fail(f"{source}: cannot read the dataset: {first_line(e)}{hint}")
+        raise Error(f"{source}: cannot read the dataset: {first_line(e)}{hint}")
     if first is None:
-        fail(f"{source}: the dataset is empty")
+        raise Error(f"{source}: the dataset is empty")
     if "text" not in first:
-        fail(f"{source}: the dataset has no 'text' column; its columns are: {', '.join(first)}")
+        raise Error(f"{source}: the dataset has no 'text' column; its columns are: {', '.join(first)}")
     return itertools.chain([first["text"]], (batch["text"] for batch in batches))
 
 
@@ -218,11 +135,11 @@ def check_out_dir(out_dir, overwrite):
         os.makedirs(out_dir, exist_ok=True)
         tempfile.TemporaryFile(dir=out_dir).close()
     except OSError as e:
-        fail(f"--out_dir {out_dir}: not writable: {e.strerror}")
-    existing = sorted(glob.glob(os.path.join(glob.escape(out_dir), "fineweb_*.bin")))
+        raise Error(f"--out_dir {out_dir}: not writable: {e.strerror}")
+    existing = shard_paths(out_dir, "*")
     if existing and not overwrite:
-        fail(f"--out_dir {out_dir}: already holds {len(existing)} shard(s) (e.g. {os.path.basename(existing[0])}); "
-             f"pass --overwrite to replace them, or choose another --out_dir")
+        raise Error(f"--out_dir {out_dir}: already holds {len(existing)} shard(s) (e.g. {os.path.basename(existing[0])}); "
+                    f"pass --overwrite to replace them, or choose another --out_dir")
     return existing
 
 
@@ -279,6 +196,7 @@ def parse_args(argv):
     return args
 
 
+@script_errors("prepare_fineweb.py")
 def main(argv=None):
     args = parse_args(argv)
     existing = check_out_dir(args.out_dir, args.overwrite)

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 
-from settings import ERROR_PREFIX, die, load_settings
+from errors import Error, error_line, first_line
 
 
 @dataclass
@@ -40,17 +40,13 @@ class Processes:
         return self.rank == 0  # the process that writes files and shows progress
 
 
-def start_processes(args):
-    """This process's place, from torchrun's RANK, LOCAL_RANK and WORLD_SIZE, and the process group,
-    joined before the settings are checked, so that a process whose checks fail still takes part in
-    the agreement."""
+def start_processes(device):
+    """This process's place, from torchrun's RANK, LOCAL_RANK and WORLD_SIZE, and the process group (device:
+    the device setting), joined before the settings are checked, so that a process whose checks fail still
+    takes part in the agreement."""
     if "RANK" not in os.environ:
         return Processes()
     procs = Processes(True, *(int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")))
-    try:
-        device = load_settings(args).device
-    except SystemExit:
-        device = "auto"  # agree() reports the error
     on_gpus = torch.cuda.is_available() and device != "cpu"
     if on_gpus:
         torch.cuda.set_device(procs.local_rank)  # NCCL's object collectives go through the current device
@@ -85,22 +81,21 @@ def by_rank(values):
 
 def error_message(error):
     """The one line that says what stopped a process: a failed check's message, or the exception."""
-    if isinstance(error, SystemExit):
-        return str(error.code).removeprefix(ERROR_PREFIX)
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
+    if isinstance(error, (Error, SystemExit)):
+        return str(error)
+    return f"{type(error).__name__}: {first_line(error)[:300]}"
 
 
-def agree(procs, open_run):
-    """open_run() on every process, then the same run everywhere or a stop everywhere. The run's
-    state() is what every process must hold alike."""
+def agree(procs, open_run, failed=None):
+    """open_run() on every process (but one that has failed already: failed, the Error of its settings),
+    then the same run everywhere or a stop everywhere. The run's state() is what every process must hold alike."""
     try:
+        if failed is not None:
+            raise failed
         run, error = open_run(), None
-    except Exception as e:  # SystemExit of a failed check, or anything else, on this process only
-        if procs.ddp and not isinstance(e, SystemExit):
+    except Exception as e:  # a failed check, or anything else, on this process only
+        if procs.ddp and not isinstance(e, Error):
             traceback.print_exc()
-        run, error = None, e
-    except SystemExit as e:
         run, error = None, e
     if not procs.ddp:
         if error is not None:
@@ -110,14 +105,14 @@ def agree(procs, open_run):
     errors = [e for e, _ in reports]
     if any(errors):
         leave(procs)
-        die(by_rank(errors))
+        raise Error(by_rank(errors))
     states = [state for _, state in reports]
     differences = [f"{key}: {by_rank([repr(s[key]) for s in states])}" for key in states[0]
                    if any(s[key] != states[0][key] for s in states)]
     if differences:
         leave(procs)
-        die(f"the processes do not hold the same run ({'; '.join(differences)}): out_dir must be on a file system "
-            f"they all share, and their settings and data the same")
+        raise Error(f"the processes do not hold the same run ({'; '.join(differences)}): out_dir must be on a file system "
+                    f"they all share, and their settings and data the same")
     return run
 
 
@@ -134,11 +129,13 @@ def agree_on_fused(procs, fused_error):
 
 
 @contextmanager
-def ending(procs, record_failure):
-    """How the processes end. Completed: each leaves with the status the block sets (end.status: 0, or
-    EXIT_PREEMPTED). Stopped by an error on any process (a peer's failure reaches the others as an error
-    of their next collective): record_failure(message) (result.json: failed), then a non-zero exit: in
-    one process the error itself, under torchrun status 1 at once, without waiting for peers that may be gone."""
+def ending(procs, script, record_failure):
+    """How the processes of the script end. Completed: each leaves with the status the block sets
+    (end.status: 0, or EXIT_PREEMPTED). Stopped by an error on any process (a peer's failure reaches the
+    others as an error of their next collective): record_failure(message) (result.json: failed), then
+    exit status 1, with "script: error: message" for an Error (errors.py), else the exception: in one
+    process through SystemExit or the exception itself, under torchrun at once, without waiting for
+    peers that may be gone."""
     end = SimpleNamespace(status=0)
     try:
         yield end
@@ -148,8 +145,12 @@ def ending(procs, record_failure):
         except Exception:
             traceback.print_exc()  # the original error matters more; it follows
         if not procs.ddp:
+            if isinstance(error, Error):
+                sys.exit(error_line(script, error))
             raise
-        if isinstance(error, SystemExit):
+        if isinstance(error, Error):
+            print(error_line(script, error), file=sys.stderr)
+        elif isinstance(error, SystemExit):
             print(error.code, file=sys.stderr)
         else:
             traceback.print_exc()

@@ -16,8 +16,8 @@ import sys
 import torch
 
 from checkpoint import MODELS, autocast, get_device, load_model
-from prepare_fineweb import first_line, load_tokenizer
-from settings import die
+from data import load_tokenizer
+from errors import Error, first_line, script_errors
 
 
 def read_prompt(start):
@@ -29,9 +29,10 @@ def read_prompt(start):
         with open(path, encoding="utf-8") as f:
             return f.read()
     except (OSError, UnicodeDecodeError) as e:
-        die(f"--start={start}: cannot read {path}: {first_line(e)}")
+        raise Error(f"--start={start}: cannot read {path}: {first_line(e)}")
 
 
+@script_errors("sample.py")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out_dir", default="out", help="the run's folder, holding ckpt.pt (default: %(default)s)")
@@ -54,9 +55,9 @@ def main(argv=None):
     enc = load_tokenizer()
     prompt = enc.encode(read_prompt(args.start), allowed_special={"<|endoftext|>"})
     if not prompt:
-        die("--start is empty: the model needs at least one token to continue")
+        raise Error("--start is empty: the model needs at least one token to continue")
     if max(prompt) >= cfg.vocab_size:
-        die(f"--start has token {max(prompt)}, outside the model's vocabulary of {cfg.vocab_size}")
+        raise Error(f"--start has token {max(prompt)}, outside the model's vocabulary of {cfg.vocab_size}")
     device = get_device(args.device)
     model.to(device)
     x = torch.tensor(prompt, dtype=torch.long, device=device)[None]

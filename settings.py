@@ -17,10 +17,11 @@ import runpy
 import types
 import typing
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 
+from errors import Error
 from model import AUTO_LOSS, GPT, LOSSES, GPTConfig
 from pace import PACE
 
@@ -89,12 +90,7 @@ RESUMABLE_CHANGES = ("data_dir", "out_dir", "resume", "device", "compile", "batc
                      "eval_interval", "vanilla_eval_interval", "log_interval", "ckpt_interval", "stats_interval",
                      "wandb_log", "wandb_project", "wandb_run_name")
 DEFAULTS = Settings()  # what a checkpoint written before a setting existed ran with
-ERROR_PREFIX = "train.py: error: "
-
-
-def die(message):
-    """Stop with a one-line message and exit status 1 (the message is the error)."""
-    raise SystemExit(f"{ERROR_PREFIX}{message}")
+SETTING_TYPES = {f.name: f.type for f in fields(Settings)}
 
 
 def load_settings(args):
@@ -104,38 +100,38 @@ def load_settings(args):
 
 def given_settings(args):
     """{key: value} of the settings that config files and --key=value arguments give, in order."""
-    setting_types = {f.name: f.type for f in fields(Settings)}
     values = {}
-
-    def set_value(key, value, source):
-        if key not in setting_types:
-            die(f"unknown setting {key!r} ({source}); valid settings: {', '.join(setting_types)}")
-        values[key] = typed(key, value, setting_types[key], source)
-
     for arg in args:
         if arg.startswith("--"):
             key, eq, text = arg[2:].partition("=")
             if not eq:
-                die(f"{arg}: expected --key=value")
+                raise Error(f"{arg}: expected --key=value")
             try:
                 value = ast.literal_eval(text)
             except (ValueError, SyntaxError):
                 value = text  # a bare string
-            if setting_types.get(key) is str and not isinstance(value, str):
+            if SETTING_TYPES.get(key) is str and not isinstance(value, str):
                 value = text  # --out_dir=1e3 is the folder "1e3"
-            set_value(key, value, arg)
+            values[key] = setting(key, value, arg)
         else:
             if not os.path.isfile(arg):
-                die(f"config file {arg} not found")
+                raise Error(f"config file {arg} not found")
             for key, value in runpy.run_path(arg).items():
                 if not key.startswith("_"):
-                    set_value(key, value, arg)
+                    values[key] = setting(key, value, arg)
     return values
 
 
 def settings_of(config):
     """The Settings of a run from the config dict its checkpoint or result.json holds."""
-    return load_settings([f"--{key}={value!r}" for key, value in config.items()])
+    return Settings(**{key: setting(key, value, "the run's config") for key, value in config.items()})
+
+
+def setting(key, value, source):
+    """value, given for the setting key by source, as a value of its type, or a clear error."""
+    if key not in SETTING_TYPES:
+        raise Error(f"unknown setting {key!r} ({source}); valid settings: {', '.join(SETTING_TYPES)}")
+    return typed(key, value, SETTING_TYPES[key], source)
 
 
 def typed(key, value, typ, source):
@@ -153,7 +149,7 @@ def typed(key, value, typ, source):
         return float(value)
     elif type(value) is typ:
         return value
-    die(f"{key} must be {expected.__name__ if isinstance(expected, type) else expected}, got {value!r} ({source})")
+    raise Error(f"{key} must be {expected.__name__ if isinstance(expected, type) else expected}, got {value!r} ({source})")
 
 
 def check_settings(cfg):
@@ -163,24 +159,35 @@ def check_settings(cfg):
                          ("optimizer", ("adamw", "ema", "pace")), ("schedule", ("const", "cos", "wsd")),
                          ("pullback_params", PULLBACK_PARAMS)):
         if getattr(cfg, key) not in allowed:
-            die(f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
+            raise Error(f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
     for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "batch_size", "total_batch_size",
                 "max_steps", "eval_interval", "vanilla_eval_interval", "eval_tokens", "log_interval", "ckpt_interval"):
         if getattr(cfg, key) <= 0:
-            die(f"{key} must be positive, got {getattr(cfg, key)}")
+            raise Error(f"{key} must be positive, got {getattr(cfg, key)}")
     if cfg.n_embd % cfg.n_head:
-        die(f"n_embd ({cfg.n_embd}) must be a multiple of n_head ({cfg.n_head})")
+        raise Error(f"n_embd ({cfg.n_embd}) must be a multiple of n_head ({cfg.n_head})")
     if cfg.eval_tokens % cfg.block_size:
-        die(f"eval_tokens ({cfg.eval_tokens}) must be a multiple of block_size ({cfg.block_size})")
+        raise Error(f"eval_tokens ({cfg.eval_tokens}) must be a multiple of block_size ({cfg.block_size})")
     for key in ("warmup_steps", "grad_clip", "stats_interval"):
         if getattr(cfg, key) < 0:
-            die(f"{key} must not be negative, got {getattr(cfg, key)}")
+            raise Error(f"{key} must not be negative, got {getattr(cfg, key)}")
     if not 0 <= cfg.min_lr_ratio <= 1:
-        die(f"min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
+        raise Error(f"min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
     if not 0 < cfg.decay_frac <= 1:
-        die(f"decay_frac must be in (0, 1], got {cfg.decay_frac}")
+        raise Error(f"decay_frac must be in (0, 1], got {cfg.decay_frac}")
     if cfg.optimizer == "pace" and cfg.lambda_pullback <= 0:
-        die("optimizer=pace needs lambda_pullback > 0 (with 0 it is optimizer=ema)")
+        raise Error("optimizer=pace needs lambda_pullback > 0 (with 0 it is optimizer=ema)")
+
+
+def check_resumable(cfg, saved, device_type):
+    """The settings that change what is computed must be those of the run resumed (saved: its config)."""
+    for key, value in asdict(cfg).items():
+        kept = saved.get(key, getattr(DEFAULTS, key))  # a setting newer than the run: its default
+        if kept == "auto" and key in ("dtype", "loss"):  # a run older than resolve_auto: auto as it is now
+            kept = auto_choice(key, device_type)
+        if key not in RESUMABLE_CHANGES and kept != value:
+            raise Error(f"{key} is {value!r} but the run in {cfg.out_dir} has {kept!r}; "
+                        f"a resumed run must keep it (or start a new out_dir)")
 
 
 def device_type(cfg):
@@ -188,7 +195,7 @@ def device_type(cfg):
     if cfg.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        die("device=cuda but no CUDA device is available")
+        raise Error("device=cuda but no CUDA device is available")
     return cfg.device
 
 
@@ -200,11 +207,11 @@ def auto_choice(key, device_type):
 
 
 def resolve_auto(cfg, device_type, saved=None):
-    """cfg with its dtype and loss `auto` replaced, once, by what they mean: for a run resumed from a
-    checkpoint (saved: its config), what the run chose when it started, so that it keeps its arithmetic
-    on another device; else the device type's choice. A printable line for each kept choice that differs
-    from the device's."""
-    notes = []
+    """(cfg with its dtype and loss `auto` replaced by what they mean, a printable line for each kept
+    choice that differs from the device's). For a run resumed from a checkpoint (saved: its config), what
+    the run chose when it started, so that it keeps its arithmetic on another device; else the device
+    type's choice."""
+    chosen, notes = {}, []
     for key in ("dtype", "loss"):
         if getattr(cfg, key) != "auto":
             continue
@@ -212,13 +219,14 @@ def resolve_auto(cfg, device_type, saved=None):
         kept = (saved or {}).get(key, "auto")  # "auto" in a checkpoint of a run older than this rule
         if kept not in ("auto", choice):
             notes.append(f"{key}={kept}, as the run in {cfg.out_dir} started ({key}=auto would choose {choice} on {device_type})")
-        setattr(cfg, key, choice if kept == "auto" else kept)
+        chosen[key] = choice if kept == "auto" else kept
+    cfg = replace(cfg, **chosen)
     if cfg.loss == "liger":
         if device_type != "cuda":
-            die("loss=liger runs Triton kernels: it needs device=cuda")
+            raise Error("loss=liger runs Triton kernels: it needs device=cuda")
         if importlib.util.find_spec("liger_kernel") is None:
-            die("loss=liger needs liger-kernel: pip install liger-kernel")
-    return notes
+            raise Error("loss=liger needs liger-kernel: pip install liger-kernel")
+    return cfg, notes
 
 
 def precision(cfg, device_type):
@@ -268,7 +276,7 @@ def make_optimizer(cfg, model):
                     ema_kappa=cfg.ema_kappa, ema_rho=cfg.ema_rho, ema_gamma=cfg.ema_gamma,
                     beta_ema=cfg.beta_ema, ema_update_freq=cfg.ema_update_freq)
     except ValueError as e:  # PACE names the bad argument, which is also the setting's name
-        die(e)
+        raise Error(e)
 
 
 def get_lr(step, cfg):

@@ -23,7 +23,7 @@ import time
 
 import prepare_fineweb
 
-SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prepare_fineweb.py")
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "prepare_fineweb.py")
 
 
 def count_tokens(texts):

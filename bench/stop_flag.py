@@ -42,7 +42,7 @@ def main():
     parser.add_argument("--steps", type=int, default=200, help="steps per round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=7, help="(default: %(default)s)")
     args = parser.parse_args()
-    procs = start_processes([f"--device={args.device}"])
+    procs = start_processes(args.device)
     cuda = args.device == "cuda"
     device = f"cuda:{procs.local_rank}" if cuda else "cpu"
 

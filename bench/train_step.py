@@ -26,13 +26,13 @@ import train
 
 
 class StepMeter:
-    """Wraps Run.micro_batches, which every step calls first: a measured step runs from that call to the next."""
+    """Wraps train.micro_batches, which every step calls first: a measured step runs from that call to the next."""
 
     def __init__(self, warmup, steps):
         self.first, self.last = warmup + 1, warmup + steps
         self.syncs, self.caught, self.report = [], None, {}
-        self.micro_batches = train.Run.micro_batches
-        train.Run.micro_batches = lambda run: self.step_starts(run)
+        self.micro_batches = train.micro_batches
+        train.micro_batches = self.step_starts
 
     def step_starts(self, run):
         step, cfg = run.step + 1, run.cfg

@@ -39,7 +39,7 @@ base = [] if any(not o.startswith("--") for o in overrides) else ["configs/cpu.p
 cfg = load_settings([*base, *overrides])
 device = device_type(cfg)
 cuda = device == "cuda"
-resolve_auto(cfg, device)
+cfg, _ = resolve_auto(cfg, device)
 autocast, _ = precision(cfg, device)
 if args.loss_chunk:
     model_module.LOSS_CHUNK[device] = args.loss_chunk

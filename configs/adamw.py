@@ -1,2 +1,2 @@
-# AdamW, the final iterate returned. Composes with a model config: python train.py configs/cpu.py configs/adamw.py
+# AdamW, the last iterate returned. Composes with a model config: python train.py configs/cpu.py configs/adamw.py
 optimizer = "adamw"

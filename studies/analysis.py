@@ -16,7 +16,7 @@ select says what to run next: the lr beyond an edge of the grid where the best l
 and seed 1 of the best two lrs where they lie within 0.03 nats of each other (the lower mean
 over the two seeds then decides). report, across and compare give each difference of two settings
 with both standard errors, unpaired and paired over the seeds both have; report gives the losses in
-bits per byte too, and tools/evaluate.py's readouts: blends of EMA and live weights, PACE's
+bits per byte too, and tools/evaluate.py's readouts: blends of EMA and last iterate, PACE's
 last-step gains.
 """
 
@@ -30,9 +30,9 @@ import sys
 from pathlib import Path
 
 from studies.plots import plot, plot_alpha, plot_selection
-from studies.results import (METHODS, SweepError, best, blends_of, by_variant, code_of_runs, fill_newer_settings, fmt,
-                             fmt_loss, group, hashable, is_number, load_results, loss_at, markdown_table, mean_std,
-                             sort_key, variant_label)
+from studies.results import (METHODS, SweepError, best, blends_of, bpb_cell, by_variant, code_of_runs, difference,
+                             fill_newer_settings, fmt, fmt_loss, group, hashable, load_results, loss_at, markdown_table,
+                             mean_std, sort_key, variant_label, with_error)
 
 
 def pace_vs_baseline(pace_stats, methods):
@@ -202,47 +202,6 @@ def select(args):
     return 0
 
 
-def with_error(mean, std, n, other):
-    """mean − other's mean ± the standard error of the difference (unpaired)."""
-    om, os_, on = other
-    if std is None or os_ is None:
-        return f"{mean - om:+.4f}"
-    return f"{mean - om:+.4f} ± {math.sqrt(std ** 2 / n + os_ ** 2 / on):.4f}"
-
-
-def paired_with_error(diffs):
-    """The mean of per-seed differences ± its standard error std / √n (paired): two runs of one seed
-    share their initialization and data order, so what the seed does to both cancels."""
-    mean, std, n = mean_std(diffs)
-    return f"{mean:+.4f}" if std is None else f"{mean:+.4f} ± {std / math.sqrt(n):.4f}"
-
-
-def difference(by_seed, other):
-    """The cell of a difference of two settings' losses ({seed: loss} each): the difference of their
-    means ± the unpaired standard error, the paired difference over the seeds both have, and on how
-    many of those the first is lower."""
-    unpaired = with_error(*mean_std(list(by_seed.values())), mean_std(list(other.values())))
-    seeds = sorted(by_seed.keys() & other.keys())
-    if not seeds:
-        return f"{unpaired}; no seed in common"
-    diffs = [by_seed[s] - other[s] for s in seeds]
-    return f"{unpaired}; paired {paired_with_error(diffs)} (lower on {sum(d < 0 for d in diffs)} of {len(seeds)} seeds)"
-
-
-def bits_per_byte(loss, scores):
-    """A loss in nats per token of an eval file's half in bits per byte of its text, loss * tokens /
-    (bytes * ln 2); None when the file has no "bytes" (evaluate.py --bytes_only adds them)."""
-    if not is_number(scores.get("bytes")):
-        return None
-    return loss * scores["tokens"] / (scores["bytes"] * math.log(2))
-
-
-def bpb_cell(runs, key):
-    """mean ± std of the runs' losses under key ("loss" or "last") in bits per byte; – when an eval file lacks bytes."""
-    values = [bits_per_byte(r[key], r["scores"]) for r in runs]
-    return "–" if None in values else fmt_loss(*mean_std(values))
-
-
 def load_selection(folder, command):
     """FOLDER/selection.json, which select writes."""
     path = Path(folder) / "selection.json"
@@ -269,7 +228,7 @@ def not_final(chosen):
 def report(args):
     """The selected variants' test-half losses over seeds (in nats per token and bits per byte), each
     against the baselines and each averaged one against its own last iterate, and the readouts beside
-    them: the blend of EMA and live weights chosen on the tuning half, and PACE's last-step gains."""
+    them: the blend of EMA and last iterate chosen on the tuning half, and PACE's last-step gains."""
     selection = load_selection(args.folder, "report")
     tested, incomplete = selected_runs(args, args.folder, selection, "test")
     by_seed = {name: {r["seed"]: r["loss"] for r in runs} for name, runs in tested.items() if runs}
@@ -309,8 +268,8 @@ def report(args):
 
 
 def print_blends(args, selection, tested):
-    """Per ema and pace variant: the tuning-half loss of each blend alpha * EMA + (1 − alpha) * live
-    weights (mean over the selected setting's runs of the choosing seeds), the alpha of the lowest, and
+    """Per ema and pace variant: the tuning-half loss of each blend alpha * EMA + (1 − alpha) * last
+    iterate (mean over the selected setting's runs of the choosing seeds), the alpha of the lowest, and
     the test-half loss at that alpha beside the returned model's (alpha = 1)."""
     tuning, _ = selected_runs(args, args.folder, selection, "tuning")
     seeds = (selection["seed"], TIE_SEED)
@@ -332,7 +291,7 @@ def print_blends(args, selection, tested):
                      fmt_loss(*mean_std(list(returned.values()))) if returned else "–",
                      "–" if at_best == "–" else difference(test, returned)])
     if rows:
-        print("\nBlends α·EMA + (1 − α)·live weights: the tuning-half loss of each α (mean over the selected "
+        print("\nBlends α·EMA + (1 − α)·last iterate: the tuning-half loss of each α (mean over the selected "
               "setting's runs of the seeds shown), the best α on it, and the test-half loss at that α beside the "
               "returned model's (α = 1); Δ as above.\n")
         print(markdown_table(["variant", "tuning seeds", *(f"α={a}" for a in alphas), "best α", "test, best α",

@@ -45,6 +45,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data import load_tokenizer
+from errors import Error
+
 MIN_BYTES = 1_500  # a document is closed once it holds this much ...
 MAX_BYTES = 6_000  # ... and never grows past this (unless one line is longer: the package has none)
 SEED = 0  # of the shuffle
@@ -59,7 +62,7 @@ SCHEMA = pa.schema([  # FineWeb's columns and types
     ("language_score", pa.float64()), ("token_count", pa.int64())])
 
 
-class CorpusError(Exception):
+class CorpusError(Error):
     """Bad input: reported as one line naming the folder or file, exit status 1."""
 
 
@@ -122,8 +125,7 @@ def build(source):
                          "url": url, "date": None, "file_path": f"{PACKAGE_DIR}/{rel}", "language": "en",
                          "language_score": None})
     random.Random(SEED).shuffle(rows)
-    from prepare_fineweb import load_tokenizer  # the GPT-2 BPE as prepare_fineweb loads it (offline: TIKTOKEN_CACHE_DIR)
-    counts = load_tokenizer().encode_ordinary_batch([r["text"] for r in rows])
+    counts = load_tokenizer().encode_ordinary_batch([r["text"] for r in rows])  # GPT-2's BPE (offline: TIKTOKEN_CACHE_DIR)
     for row, tokens in zip(rows, counts):
         row["token_count"] = len(tokens)
     return pa.Table.from_pylist(rows, schema=SCHEMA)
@@ -150,7 +152,7 @@ def main(argv=None):
     try:
         table = build(args.source)
         write(table, args.out)
-    except CorpusError as e:
+    except Error as e:  # a CorpusError, or the tokenizer that cannot be loaded
         print(f"kerneldocs.py: error: {e}", file=sys.stderr)
         return 1
     files = len({path for path in table.column("file_path").to_pylist()})

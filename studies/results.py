@@ -1,7 +1,8 @@
 """
 What a study's run folders hold, read and grouped: train.py's result.json and the eval files
-of tools/evaluate.py. The grid runner (studies/sweep.py), the tables (studies/analysis.py)
-and the figures (studies/plots.py) share these.
+of tools/evaluate.py, and the statistics of their losses (means, differences with their
+standard errors, bits per byte). The grid runner (studies/sweep.py), the tables
+(studies/analysis.py) and the figures (studies/plots.py) share these.
 """
 
 import json
@@ -187,6 +188,47 @@ def mean_std(xs):
 
 def fmt_loss(mean, std, n):
     return f"{mean:.4f} ± {std:.4f} (n={n})" if std is not None else f"{mean:.4f} (n={n})"
+
+
+def with_error(mean, std, n, other):
+    """mean − other's mean ± the standard error of the difference (unpaired)."""
+    om, os_, on = other
+    if std is None or os_ is None:
+        return f"{mean - om:+.4f}"
+    return f"{mean - om:+.4f} ± {math.sqrt(std ** 2 / n + os_ ** 2 / on):.4f}"
+
+
+def paired_with_error(diffs):
+    """The mean of per-seed differences ± its standard error std / √n (paired): two runs of one seed
+    share their initialization and data order, so what the seed does to both cancels."""
+    mean, std, n = mean_std(diffs)
+    return f"{mean:+.4f}" if std is None else f"{mean:+.4f} ± {std / math.sqrt(n):.4f}"
+
+
+def difference(by_seed, other):
+    """The cell of a difference of two settings' losses ({seed: loss} each): the difference of their
+    means ± the unpaired standard error, the paired difference over the seeds both have, and on how
+    many of those the first is lower."""
+    unpaired = with_error(*mean_std(list(by_seed.values())), mean_std(list(other.values())))
+    seeds = sorted(by_seed.keys() & other.keys())
+    if not seeds:
+        return f"{unpaired}; no seed in common"
+    diffs = [by_seed[s] - other[s] for s in seeds]
+    return f"{unpaired}; paired {paired_with_error(diffs)} (lower on {sum(d < 0 for d in diffs)} of {len(seeds)} seeds)"
+
+
+def bits_per_byte(loss, scores):
+    """A loss in nats per token of an eval file's half in bits per byte of its text, loss * tokens /
+    (bytes * ln 2); None when the file has no "bytes" (evaluate.py --bytes_only adds them)."""
+    if not is_number(scores.get("bytes")):
+        return None
+    return loss * scores["tokens"] / (scores["bytes"] * math.log(2))
+
+
+def bpb_cell(runs, key):
+    """mean ± std of the runs' losses under key ("loss" or "last") in bits per byte; – when an eval file lacks bytes."""
+    values = [bits_per_byte(r[key], r["scores"]) for r in runs]
+    return "–" if None in values else fmt_loss(*mean_std(values))
 
 
 def variant_label(variant):

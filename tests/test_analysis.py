@@ -1,16 +1,20 @@
-"""studies/analysis.py: the summary tables, select (with its tie rule), report (paired and unpaired
-standard errors, bits per byte, the blends and PACE's gains) and across schedules."""
+"""studies/analysis.py: the summary tables, select (with its tie rule) and report (paired and unpaired
+standard errors, bits per byte, the blends and PACE's gains). across and compare: test_analysis_across.py."""
 
 import json
 import math
-import os
 import statistics
 
-import numpy as np
 import pytest
 
+from conftest import blends, cell, row, scored_run, write_result
 from studies import analysis, results
-from test_sweep import cell, row, summarize, write_result
+
+
+def summarize(folder, capsys, *args):
+    assert analysis.main(["summarize", str(folder), *args]) == 0
+    return capsys.readouterr()
+
 
 # ----------------------------------------------------------------------------- summarize
 
@@ -119,16 +123,6 @@ def test_no_matplotlib_table_still_complete(tmp_path, capsys, no_matplotlib):
 
 # ----------------------------------------------------------------------------- select and report
 
-def scored_run(folder, method, lr, seed, part, returned, last=None, scores=(), code=None, **config):
-    """A completed run with its eval_PART.json (scores: more of its keys); its final_val_loss (1.0) is
-    lower than any score, so a choice made from result.json instead of the half's score shows."""
-    path = folder / f"{method}_lr{lr}_{'_'.join(f'{k}{v}' for k, v in config.items())}_seed{seed}"
-    write_result(path, method, loss=1.0, lr=lr, seed=seed, code=code, **config)
-    (path / f"eval_{part}.json").write_text(json.dumps({"returned": returned, "last": returned if last is None else last,
-                                                        **dict(scores)}))
-    return path
-
-
 def test_select_best_lr_per_variant_on_the_tuning_half(tmp_path, capsys):
     for lr, loss in ((1e-3, 3.2), (2e-3, 3.0), (4e-3, 3.1)):
         scored_run(tmp_path, "adamw", lr, 1337, "tuning", loss)
@@ -235,11 +229,11 @@ def test_differences_are_paired_over_the_seeds_both_have(tmp_path):
     a, b = {2: 3.0, 3: 3.2, 4: 3.1}, {1: 3.3, 2: 3.1, 3: 3.25}
     se = math.sqrt(statistics.variance(a.values()) / 3 + statistics.variance(b.values()) / 3)
     paired = [a[2] - b[2], a[3] - b[3]]  # -0.1, -0.05
-    assert analysis.difference(a, b) == (f"{statistics.fmean(a.values()) - statistics.fmean(b.values()):+.4f} ± {se:.4f}; "
+    assert results.difference(a, b) == (f"{statistics.fmean(a.values()) - statistics.fmean(b.values()):+.4f} ± {se:.4f}; "
                                       f"paired {-0.075:+.4f} ± {statistics.stdev(paired) / math.sqrt(2):.4f} "
                                       "(lower on 2 of 2 seeds)")
-    assert analysis.difference({2: 3.0}, {2: 3.5}) == "-0.5000; paired -0.5000 (lower on 1 of 1 seeds)"
-    assert analysis.difference({2: 3.0}, {5: 3.5}) == "-0.5000; no seed in common"
+    assert results.difference({2: 3.0}, {2: 3.5}) == "-0.5000; paired -0.5000 (lower on 1 of 1 seeds)"
+    assert results.difference({2: 3.0}, {5: 3.5}) == "-0.5000; no seed in common"
 
 
 # ----------------------------------------------------------------------------- the tie rule of select
@@ -317,10 +311,6 @@ def test_select_a_diverged_run_counts_as_worse_than_any(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- readouts: blends and gains
 
-def blends(*losses):
-    return {"blends": dict(zip(["0", "0.25", "0.5", "0.75", "1"], losses))}
-
-
 def test_report_the_blend_chosen_on_the_tuning_half_and_pace_s_gains(tmp_path, capsys):
     for method, config in (("adamw", {}), ("ema", {}), ("pace", {"lambda_pullback": 0.5})):
         for lr, loss in ((1e-3, 3.2), (2e-3, 3.0), (4e-3, 3.1)):
@@ -352,7 +342,7 @@ def test_report_the_blend_chosen_on_the_tuning_half_and_pace_s_gains(tmp_path, c
     assert row(readouts, "ema κ=0.2")[:10] == [
         "ema κ=0.2", "1, 1337", "3.1000", "3.0200", "**2.9750**", "3.0150", "3.0300", "0.5",
         cell(2.85, sd(at_half.values()), 3), cell(2.92, sd(returned.values()), 3)]
-    assert row(readouts, "ema κ=0.2")[10] == analysis.difference(at_half, returned)
+    assert row(readouts, "ema κ=0.2")[10] == results.difference(at_half, returned)
     assert "No tuning-half blends for pace c=0.5 κ=0.2 (seeds 1337, 1 of the selected lr)" in out
     gains_table = out.split("PACE's pullback gains")[1]
     pace_rows = [line.strip("|").split(" | ")[1:] for line in gains_table.splitlines() if line.startswith("| pace")]
@@ -360,163 +350,3 @@ def test_report_the_blend_chosen_on_the_tuning_half_and_pace_s_gains(tmp_path, c
         ["0.002", "2, 3, 4, 1337", "0.940, 80.0% clamped", "0.500, 40.0% clamped", "0.200, 0.0% clamped"],
         ["0.004", "1337", "0.910, 80.0% clamped", "0.500, 10.0% clamped", "0.200, 0.0% clamped"]]
     assert "| variant | lr | seeds | token embedding | other matrices | vectors |" in out
-
-
-# ----------------------------------------------------------------------------- across schedules
-
-def study(folder, schedule, seeds, losses, lrs=None, scores=()):
-    """A study folder of one schedule: selection.json and the test-half runs of each variant's selected lr;
-    losses: [((method, config), [loss per seed])]."""
-    folder.mkdir(parents=True)
-    variants = {}
-    for (method, config), by_seed in losses:
-        for seed, loss in zip(seeds, by_seed):
-            scored_run(folder, method, (lrs or {}).get(method, 1e-3), seed, "test", loss, schedule=schedule, scores=scores,
-                       **config)
-        name = " ".join([method] + [f"{results.SYMBOL[k]}={v}" for k, v in config.items()])
-        variants[name] = {"lr": (lrs or {}).get(method, 1e-3), "tuning_loss": 3.0, "on_edge": False}
-    (folder / "selection.json").write_text(json.dumps({"seed": 1337, "variants": variants}))
-    return folder
-
-
-ADAMW, EMA, PACE = ("adamw", {}), ("ema", {"ema_kappa": 0.5}), ("pace", {"lambda_pullback": 0.5, "ema_kappa": 0.5})
-
-
-def test_across_schedules_each_against_the_first_study_s_adamw(tmp_path, capsys):
-    cos = study(tmp_path / "cpu300", "cos", (1, 2, 3), [(ADAMW, [3.00, 3.10, 3.20]), (EMA, [3.01, 3.11, 3.21]),
-                                                        (PACE, [2.90, 3.00, 3.05]),
-                                                        (("pace", {"lambda_pullback": 0.15, "ema_kappa": 0.5}), [4, 4, 4])])
-    const = study(tmp_path / "const", "const", (2, 3, 4), [(ADAMW, [3.30, 3.35, 3.40]), (EMA, [3.15, 3.20, 3.30]),
-                                                           (PACE, [3.05, 3.12, 3.30])], lrs={"pace": 4e-3})
-    assert analysis.main(["across", str(cos), str(const)]) == 0
-    out = capsys.readouterr().out
-    assert f"| variant | cos ({cos}) | const ({const}) |" in out
-    assert row(out, "adamw")[1:] == [cell(3.1, 0.1, 3) + ", lr 0.001", cell(3.35, 0.05, 3) + ", lr 0.001"]
-    assert row(out, "pace c=0.5 κ=0.5")[2] == cell(statistics.fmean([3.05, 3.12, 3.30]), statistics.stdev([3.05, 3.12, 3.30]), 3) + ", lr 0.004"
-    assert "Not selected in every folder, left out: pace c=0.15 κ=0.5" in out
-    differences = out.split("Δ = ")[1]
-    ema = {2: 3.15, 3: 3.20, 4: 3.30}
-    unpaired = math.sqrt(statistics.variance(ema.values()) / 3 + 0.1 ** 2 / 3)
-    paired = [3.15 - 3.10, 3.20 - 3.20]  # seeds 2 and 3: the ones both studies ran
-    assert row(differences, "ema κ=0.5")[1] == (
-        f"{statistics.fmean(ema.values()) - 3.1:+.4f} ± {unpaired:.4f}; paired {statistics.fmean(paired):+.4f} ± "
-        f"{statistics.stdev(paired) / math.sqrt(2):.4f} (lower on 0 of 2 seeds)")
-    assert row(differences, "adamw")[1].endswith("(lower on 0 of 2 seeds)")
-    assert "No test-half blends in these folders" in out
-    assert analysis.main(["across", str(cos), str(const)]) == 0
-    assert capsys.readouterr().out == out  # the same files, the same tables
-
-
-def test_across_a_folder_of_two_schedules_is_an_error(tmp_path, capsys):
-    mixed = study(tmp_path / "mixed", "cos", (1,), [(ADAMW, [3.0])])
-    write_result(mixed / "wsd_run", "adamw", schedule="wsd")
-    assert analysis.main(["across", str(mixed)]) == 1
-    assert f"across: the runs under {mixed} have the schedules cos, wsd: one per folder" in capsys.readouterr().err
-
-
-def test_across_plots_the_test_loss_against_alpha(tmp_path, capsys):
-    pytest.importorskip("matplotlib", exc_type=ImportError)
-    # blends in the const study only: one panel
-    cos = study(tmp_path / "cos", "cos", (1, 2), [(ADAMW, [3.0, 3.1]), (EMA, [3.0, 3.1]), (PACE, [2.9, 3.0])])
-    study(tmp_path / "const", "const", (2, 3), [(ADAMW, [3.3, 3.4]), (EMA, [3.2, 3.2]), (PACE, [3.2, 3.2])],
-          scores=blends(3.3, 3.2, 3.1, 3.15, 3.2))
-    assert analysis.main(["across", str(cos), str(tmp_path / "const")]) == 0
-    assert capsys.readouterr().out.endswith(f"\nplot: {os.path.relpath(tmp_path / 'test_vs_alpha.png')}\n")
-    import matplotlib.colors
-    import matplotlib.image
-    image = matplotlib.image.imread(tmp_path / "test_vs_alpha.png")
-    assert image.shape == (3.4 * 150, 4.2 * 150, 4)  # one panel: the study with blends
-    for color in ("tab:blue", "tab:red", "tab:gray"):  # ema, pace, adamw's returned model
-        assert (np.abs(image[..., :3] - matplotlib.colors.to_rgb(color)).max(-1) < 0.02).sum() > 100, color
-
-
-def test_across_without_matplotlib_still_prints_the_tables(tmp_path, capsys, no_matplotlib):
-    cos = study(tmp_path / "cos", "cos", (1, 2), [(ADAMW, [3.0, 3.1])])
-    assert analysis.main(["across", str(cos)]) == 0
-    out = capsys.readouterr().out
-    assert row(out, "adamw")[1] == cell(3.05, statistics.stdev([3.0, 3.1]), 2) + ", lr 0.001"
-    assert "matplotlib is not installed: no plot" in out
-
-
-# ----------------------------------------------------------------------------- the code of the runs
-
-def test_runs_of_different_code_are_refused_in_one_table_unless_asked(tmp_path, capsys):
-    selected = {"seed": 1337, "variants": {"adamw": {"lr": 1e-3, "tuning_loss": 3.0, "on_edge": False}}}
-    (tmp_path / "selection.json").write_text(json.dumps(selected))
-    scored_run(tmp_path, "adamw", 1e-3, 1337, "tuning", 3.0, code="a" * 40)
-    scored_run(tmp_path, "adamw", 1e-3, 2, "test", 3.1, code="a" * 40)
-    scored_run(tmp_path, "adamw", 1e-3, 3, "test", 3.2, code="b" * 40)
-    scored_run(tmp_path, "adamw", 1e-3, 4, "test", 3.3)  # made before runs recorded their code
-    assert analysis.main(["select", str(tmp_path)]) == 0  # the tuning half's runs: one code
-    assert "Mixed code" not in capsys.readouterr().out
-    for command in (["report", str(tmp_path)], ["across", str(tmp_path)], ["summarize", str(tmp_path), "--no_plot"]):
-        assert analysis.main(command) == 1
-        err = capsys.readouterr().err
-        assert "runs of different code: " in err and "bbbbbbbbbb (1 run)" in err and "unknown (1 run)" in err, err
-        assert "--allow_mixed_code" in err
-    assert analysis.main(["report", str(tmp_path), "--allow_mixed_code"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith(f"Mixed code (--allow_mixed_code): {tmp_path}, test half: runs of different code: "
-                          "aaaaaaaaaa (1 run); bbbbbbbbbb (1 run); unknown (1 run)\n")
-    assert row(out, "adamw")[2] == "2, 3, 4"
-
-
-def test_a_run_resumed_by_other_code_is_code_of_its_own(tmp_path):
-    write_result(tmp_path / "a", "adamw", code="a" * 40)
-    result = json.loads((tmp_path / "a" / "result.json").read_text())
-    result["code"].append({"from_step": 5, "commit": "b" * 40, "dirty": True, "diff_sha256": "c" * 64})
-    assert results.run_code(result) == "aaaaaaaaaa then bbbbbbbbbb+dirty:cccccccccc"
-    assert results.run_code({"config": {}, "summary": {}}) == "unknown"
-
-
-def test_runs_made_before_a_setting_existed_count_with_its_default(tmp_path, capsys):
-    write_result(tmp_path / "old", "pace", loss=3.0, seed=0)  # made before pullback_params existed
-    write_result(tmp_path / "new", "pace", loss=3.2, seed=1, pullback_params="all")
-    write_result(tmp_path / "embedding", "pace", loss=3.9, seed=0, pullback_params="embedding")
-    out = summarize(tmp_path, capsys, "--no_plot").out
-    rows = [line for line in out.splitlines() if line.startswith("| 0.001")]
-    assert rows == ["| 0.001 | cos | all | 3.1000 ± 0.1414 (n=2) [c=0.15 κ=0.2] | – |",
-                    "| 0.001 | cos | embedding | 3.9000 (n=1) [c=0.15 κ=0.2] | – |"]
-
-
-# ----------------------------------------------------------------------------- compare
-
-def test_compare_rows_of_runs_over_seeds_each_against_the_named_rows(tmp_path, capsys):
-    for s in (2, 3, 4):
-        scored_run(tmp_path / "a", "ema", 1e-3, s, "test", 3.0 + s / 100, 3.1, ema_kappa=0.5)
-    for s in (2, 3, 4, 5):
-        scored_run(tmp_path / "b", "pace", 4e-3, s, "test", 2.9 + s / 50, 3.2, lambda_pullback=0.5, ema_kappa=0.5,
-                   pullback_params="embedding")
-    scored_run(tmp_path / "a", "ema", 1e-3, 1337, "tuning", 3.0, ema_kappa=0.5)  # not scored on the test half
-    assert analysis.main(["compare", f"ema={tmp_path}/a/ema*", f"embedding={tmp_path}/b/*", "--against=ema,embedding"]) == 0
-    out = capsys.readouterr().out
-    pace = {s: 2.9 + s / 50 for s in (2, 3, 4, 5)}
-    assert row(out, "ema")[1:4] == ["0.001", "2, 3, 4", cell(3.03, 0.01, 3)]
-    assert row(out, "embedding")[1:5] == ["0.004", "2, 3, 4, 5", cell(statistics.fmean(pace.values()),
-                                                                      statistics.stdev(pace.values()), 4), cell(3.2, 0.0, 4)]
-    assert row(out, "embedding")[7] == analysis.difference(pace, {s: 3.0 + s / 100 for s in (2, 3, 4)})
-    assert row(out, "embedding")[7].endswith("(lower on 3 of 3 seeds)") and row(out, "embedding")[8] == "–"
-    assert f"| {tmp_path}/a/ema_lr0.001_ema_kappa0.5_seed1337 | completed | not scored on the test half" in out
-
-
-@pytest.mark.parametrize("rows, error", [
-    (["x=nothing/*"], "'x=nothing/*': expected LABEL=GLOB"),
-    (["{a}"], "expected LABEL=GLOB"),
-    (["mixed={a}/*,{b}/*"], "the runs of 'mixed' differ in more than their seed"),
-    (["a={a}/*", "--against=b"], "--against names no row: b"),
-])
-def test_compare_refuses_rows_it_cannot_tabulate(tmp_path, capsys, rows, error):
-    scored_run(tmp_path / "a", "ema", 1e-3, 2, "test", 3.0, ema_kappa=0.5)
-    scored_run(tmp_path / "b", "ema", 2e-3, 2, "test", 3.0, ema_kappa=0.5)
-    assert analysis.main(["compare", *(r.format(a=tmp_path / "a", b=tmp_path / "b") for r in rows)]) == 1
-    assert error in capsys.readouterr().err
-
-
-def test_compare_refuses_runs_of_different_code_unless_asked(tmp_path, capsys):
-    scored_run(tmp_path / "a", "ema", 1e-3, 2, "test", 3.0, code="a" * 40, ema_kappa=0.5)
-    scored_run(tmp_path / "b", "pace", 4e-3, 2, "test", 3.0, code="b" * 40, lambda_pullback=0.5, ema_kappa=0.5)
-    rows = [f"ema={tmp_path}/a/*", f"pace={tmp_path}/b/*"]
-    assert analysis.main(["compare", *rows]) == 1
-    assert "the rows: runs of different code: aaaaaaaaaa (1 run); bbbbbbbbbb (1 run)" in capsys.readouterr().err
-    assert analysis.main(["compare", *rows, "--allow_mixed_code"]) == 0
-    assert capsys.readouterr().out.startswith("Mixed code (--allow_mixed_code): the rows: runs of different code")

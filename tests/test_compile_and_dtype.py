@@ -13,8 +13,10 @@ import torch
 import processes
 import settings
 import train
-from test_train import (SUBPROCESS_ENV, args_for, data_dir, error_of, finish, one_thread, read_result,  # noqa: F401
-                        signal_after_first_checkpoint, start, with_fault, without_timings)
+from conftest import (SUBPROCESS_ENV, args_for, error_of, finish, read_result, signal_after_first_checkpoint, start,
+                      with_fault, without_timings)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 COMPILED = ["--compile=True", "--max_steps=3", "--eval_interval=3", "--ckpt_interval=3", "--optimizer=pace"]
 

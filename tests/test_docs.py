@@ -10,10 +10,10 @@ from dataclasses import fields
 
 import pytest
 
+from conftest import REPO
 from settings import Settings
 from studies import analysis
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md", *sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))]
 SETTINGS = {f.name for f in fields(Settings)}
 PASS_SETTINGS_ON = {"train.py", "demo.py", "studies/sweep.py", "bench/training.py"}  # take train.py's --key=value too

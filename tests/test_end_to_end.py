@@ -7,11 +7,9 @@ import shlex
 import sys
 
 import pytest
-from test_prepare_fineweb import corpus_texts, write_parquet
-from test_sweep import row
-from test_train import TINY, data_dir  # noqa: F401 (a fixture)
 
 import demo
+from conftest import TINY, corpus_texts, row, write_parquet
 from studies import analysis, sweep
 
 # a model of 1.6M parameters (most of them GPT-2's vocabulary), 4 steps of 128 tokens

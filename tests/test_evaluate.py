@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import checkpoint
-from prepare_fineweb import read_shard, write_shard
+from data import read_shard, val_shard_path, write_shard
 from tools import evaluate
 
 # every record counts the bytes of its targets with GPT-2's tokenizer
@@ -35,7 +35,7 @@ def test_each_half_scores_its_own_tokens(tiny_run, part):
     for which in ("returned", "last"):
         model, cfg = checkpoint.load_model(tiny_run, which)
         assert record[which] == pytest.approx(loss_by_hand(model, half, cfg.block_size), rel=1e-5)
-    assert record["returned"] != record["last"]  # the EMA, not the iterate
+    assert record["returned"] != record["last"]  # the EMA, not the last iterate
 
 
 def test_main_writes_one_file_per_run_and_part(tiny_run, capsys):
@@ -49,7 +49,7 @@ def test_main_writes_one_file_per_run_and_part(tiny_run, capsys):
 def test_a_run_without_checkpoint_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit) as e:
         evaluate.main([str(tmp_path), "--part", "tuning"])
-    assert str(tmp_path / "ckpt.pt") in str(e.value.code) and "\n" not in str(e.value.code)
+    assert e.value.code == f"evaluate.py: error: {tmp_path / 'ckpt.pt'} not found"
 
 
 def test_a_run_whose_validation_shard_is_gone_is_a_one_line_error(tiny_run, tmp_path):
@@ -59,7 +59,7 @@ def test_a_run_whose_validation_shard_is_gone_is_a_one_line_error(tiny_run, tmp_
     with pytest.raises(SystemExit) as e:
         evaluate.main([str(tmp_path), "--part", "test", "--device", "cpu"])
     message = str(e.value.code)
-    assert str(tmp_path / "moved" / "fineweb_val_000000.bin") in message and "\n" not in message
+    assert val_shard_path(tmp_path / "moved") in message and "\n" not in message
     assert not (tmp_path / "eval_test.json").exists()
 
 
@@ -80,7 +80,7 @@ def test_blends_run_from_the_last_iterate_to_the_returned_model(tiny_run):
     blends = record["blends"]
     assert list(blends) == ["0", "0.25", "0.5", "0.75", "1"]
     assert blends["0"] == record["last"] and blends["1"] == record["returned"]  # the same passes, not new ones
-    # the blend by hand: the EMA from the returned model (sample.py, through opt.eval()), the live weights
+    # the blend by hand: the EMA from the returned model (sample.py, through opt.eval()), the last iterate
     # from the last iterate, mixed parameter by parameter and scored through the unfused logits
     ema, cfg = checkpoint.load_model(tiny_run, "returned")
     tokens = read_shard(str(record["val_file"]))[:1000]
@@ -130,7 +130,7 @@ def test_bytes_are_the_utf8_length_of_the_scored_targets(tiny_run, gpt2_encoding
 def bytes_only_run(folder, shard, block_size, **scores):
     """A run folder as an older study left it: result.json and an eval_test.json without "bytes", no ckpt.pt."""
     (folder / "data").mkdir(parents=True)
-    write_shard(str(folder / "data" / "fineweb_val_000000.bin"), np.array(shard, dtype=np.uint16))
+    write_shard(val_shard_path(folder / "data"), np.array(shard, dtype=np.uint16))
     (folder / "result.json").write_text(json.dumps({"config": {"data_dir": str(folder / "data"),
                                                                "block_size": block_size}}))
     (folder / "eval_test.json").write_text(json.dumps({"part": "test", **scores, "returned": 3.0, "last": 3.1}))
@@ -167,7 +167,7 @@ def test_a_padding_token_in_the_data_is_a_one_line_error_naming_the_file(tmp_pat
     with pytest.raises(SystemExit) as e:
         evaluate.main([str(run), "--part", "test", "--bytes_only"])
     message = str(e.value.code)
-    assert str(run / "data" / "fineweb_val_000000.bin") in message and "50257" in message and "\n" not in message
+    assert val_shard_path(run / "data") in message and "50257" in message and "\n" not in message
 
 
 def test_a_checkpoint_whose_config_lacks_a_newer_setting_still_scores(tiny_run, tmp_path):

@@ -90,6 +90,6 @@ def test_export_tokenizer_encodes_as_tiktoken(exported, gpt2_encoding, monkeypat
 
 def test_export_refuses_a_used_folder(tiny_run, exported, gpt2_encoding):
     before = sorted(os.listdir(exported))
-    with pytest.raises(SystemExit, match="exists and is not an empty folder"):
+    with pytest.raises(SystemExit, match="^export_hf.py: error: --hf_dir=.* exists and is not an empty folder"):
         export_hf.main([f"--out_dir={tiny_run}", f"--hf_dir={exported}"])
     assert sorted(os.listdir(exported)) == before

@@ -4,7 +4,6 @@ checks a CPU can run, which compare what they claim to."""
 
 import dataclasses
 import json
-import os
 import re
 import signal
 import subprocess
@@ -16,8 +15,8 @@ import pytest
 import torch
 
 import gpu_check
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_without_a_gpu_it_says_so_in_one_line(capsys, monkeypatch, tmp_path):

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 import checkpoint
+from conftest import REPO
 from tools import hellaswag
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # items in HellaSwag's schema; endings of very different lengths, so that the summed and the
 # mean cross-entropy can pick different endings; the last context is longer than the model's
 # block_size (32 tokens), so it is cut from the left
@@ -105,7 +105,7 @@ def test_bad_data_file_is_a_one_line_error(tiny_run, gpt2_encoding, tmp_path):
     bad.write_text(json.dumps(ITEMS[0]) + "\n" + json.dumps({**ITEMS[1], "endings": ITEMS[1]["endings"][:3]}) + "\n")
     with pytest.raises(SystemExit) as e:
         hellaswag.main([f"--out_dir={tiny_run}", f"--data_file={bad}", "--device=cpu"])
-    assert e.value.code == f"train.py: error: {bad}, line 2: not a HellaSwag item (ctx, 4 endings, label 0-3)"
+    assert e.value.code == f"hellaswag.py: error: {bad}, line 2: not a HellaSwag item (ctx, 4 endings, label 0-3)"
 
 
 def test_two_processes_split_the_items(tiny_run, gpt2_encoding, data_file, tmp_path):

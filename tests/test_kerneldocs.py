@@ -1,6 +1,6 @@
 """studies/kerneldocs.py: the rule that splits a file into documents, and the corpus built, as its docstring's
 command builds it, from a sample of the package's real files (tests/kerneldocs_sample): FineWeb's schema, the
-same bytes from every build, the seeded shuffle, and prepare_fineweb.py's shards of it."""
+same bytes from every build, the seeded shuffle, and the shards prepare_fineweb.py writes of it."""
 
 import os
 import random
@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import prepare_fineweb as P
+from conftest import REPO
+from data import EOT, read_shard, shard_paths, val_shard_path
 from studies import kerneldocs as K
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(REPO, "tests", "kerneldocs_sample")
 SAMPLE_FILES = ["bpf/libbpf/libbpf_build.rst.txt", "bpf/prog_cgroup_sysctl.rst.txt",
                 "networking/devlink/devlink-flash.rst.txt", "networking/devlink/devlink-selftests.rst.txt"]
@@ -116,14 +116,16 @@ def test_the_documents_are_shuffled_with_the_seed(corpus):
 
 
 def test_prepare_fineweb_tokenizes_it(corpus, gpt2_encoding, tmp_path):
-    P.main(["--data_files", str(corpus[0]), "--out_dir", str(tmp_path), "--shard_size", "1000", "--num_proc", "1"])
-    shards = sorted(os.listdir(tmp_path), key=lambda name: name.split("_")[-1])
-    tokens = np.concatenate([P.read_shard(os.path.join(tmp_path, name)) for name in shards])
+    # the docstring's last command
+    subprocess.run([sys.executable, "prepare_fineweb.py", "--data_files", str(corpus[0]), "--out_dir", str(tmp_path),
+                    "--shard_size", "1000", "--num_proc", "1"], cwd=REPO, check=True, capture_output=True, timeout=120)
+    shards = [val_shard_path(tmp_path), *shard_paths(tmp_path)]
+    tokens = np.concatenate([read_shard(path) for path in shards])
     table = pq.read_table(corpus[0])
-    expected = [t for text in table.column("text").to_pylist() for t in [P.EOT] + gpt2_encoding.encode_ordinary(text)]
+    expected = [t for text in table.column("text").to_pylist() for t in [EOT] + gpt2_encoding.encode_ordinary(text)]
     np.testing.assert_array_equal(tokens, expected)
     assert len(tokens) == sum(table.column("token_count").to_pylist()) + table.num_rows
-    assert shards[0] == "fineweb_val_000000.bin" and len(shards) == -(-len(tokens) // 1000)
+    assert sorted(os.listdir(tmp_path)) == sorted(map(os.path.basename, shards)) and len(shards) == -(-len(tokens) // 1000)
 
 # ----------------------------------------------------------------------------- bad input
 

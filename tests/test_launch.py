@@ -4,42 +4,20 @@ them (the agent, or one worker), and the job exits 75; two nodes (two agents, c1
 runs/slurm.sbatch, tested on a real Slurm in tests/test_slurm.py. Each run here is 2 gloo processes
 started by torchrun's own agent."""
 
-import os
 import signal
 import socket
 import sys
 import time
 
-import pytest
-import torch
-
+from conftest import (COMMON, SUBPROCESS_ENV, args_for, assert_resumes_exactly, assert_stopped_after_the_same_step, finish,
+                      processes_of, signal_after_first_checkpoint, start, torchrun, with_fault)
 from processes import EXIT_PREEMPTED
-from test_resilience import COMMON, SECONDS, STEPS, assert_resumes_exactly, torchrun, uninterrupted  # noqa: F401
-from test_train import (SUBPROCESS_ENV, args_for, data_dir, finish, read_result, signal_after_first_checkpoint,  # noqa: F401
-                        start, with_fault)
+
+SECONDS = 30  # a signalled run exits within this of the step in flight
 
 
 def launch(*options):
     return [sys.executable, "launch.py", *options]
-
-
-def processes_of(out_dir):
-    """The processes whose command line names out_dir (from /proc: Linux, as Slurm)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f"--out_dir={out_dir}".encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            pass  # ended meanwhile
-    return found
-
-
-def assert_stopped_after_the_same_step(out_dir, log):
-    result = read_result(out_dir)
-    assert result["summary"]["status"] == "preempted" and 8 <= result["summary"]["steps"] < STEPS, open(log).read()[-3000:]
-    assert torch.load(out_dir / "ckpt.pt")["step"] == result["summary"]["steps"] == result["step_logs"][-1]["step"]
 
 
 def test_signals_to_the_agent_stop_every_worker_after_the_same_step_and_the_job_exits_75(data_dir, tmp_path):

@@ -1,3 +1,7 @@
+"""model.py: GPT-2-124M's defaults and shapes, causal attention, tied embeddings, the initialization,
+the parameter and FLOP counts, the weight-decay groups, generation, and the fused cross-entropy
+(the chunked loss) against the unfused one: losses and gradients, under autocast and compile."""
+
 import math
 
 import pytest

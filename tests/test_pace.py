@@ -193,7 +193,7 @@ def test_pullback_uses_weights_before_the_step():
 
 def test_eval_train_exact_idempotent_and_mode_in_state_dict():
     model, opt = adamw_run(lambda ps: PACE(ps, lr=1e-2, lambda_pullback=0.5, ema_kappa=0.3, use_ema_eval=True), steps=10)
-    live = [p.detach().clone() for p in model.parameters()]
+    last = [p.detach().clone() for p in model.parameters()]
     emas = [opt.state[p]["ema"].clone() for p in model.parameters()]
     opt.eval()
     opt.eval()  # idempotent
@@ -204,15 +204,15 @@ def test_eval_train_exact_idempotent_and_mode_in_state_dict():
         opt.step()
     opt.train()
     opt.train()
-    for p, w in zip(model.parameters(), live):
+    for p, w in zip(model.parameters(), last):
         assert torch.equal(p, w)
 
 
 def test_eval_is_noop_without_use_ema_eval():
     model, opt = adamw_run(lambda ps: PACE(ps, lr=1e-2, lambda_pullback=0.5), steps=5)
-    live = [p.detach().clone() for p in model.parameters()]
+    last = [p.detach().clone() for p in model.parameters()]
     opt.eval()
-    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), live))
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), last))
     opt.train()
 
 
@@ -224,13 +224,13 @@ def test_low_precision_params_keep_float32_ema_through_eval_and_load(path):
     for _ in range(5):
         p.grad = torch.randn(64).to(torch.bfloat16)
         opt.step()
-    ema, live = opt.state[p]["ema"].clone(), p.detach().clone()
+    ema, last = opt.state[p]["ema"].clone(), p.detach().clone()
     assert ema.dtype == torch.float32
     opt.eval()
     assert torch.equal(p, ema.to(torch.bfloat16))
     saved = copy.deepcopy(opt.state_dict())
     opt.train()
-    assert torch.equal(p, live) and torch.equal(opt.state[p]["ema"], ema)
+    assert torch.equal(p, last) and torch.equal(opt.state[p]["ema"], ema)
 
     # a fresh optimizer loaded from the eval-mode checkpoint, with the model as saved
     q = torch.nn.Parameter(ema.to(torch.bfloat16))
@@ -238,7 +238,7 @@ def test_low_precision_params_keep_float32_ema_through_eval_and_load(path):
     fresh.load_state_dict(saved)
     assert fresh.state[q]["ema"].dtype == torch.float32 and torch.equal(fresh.state[q]["ema"], ema)
     fresh.train()
-    assert torch.equal(q, live)
+    assert torch.equal(q, last)
 
 
 @pytest.mark.parametrize("path", PATH_NAMES)

@@ -71,7 +71,7 @@ def check_against_unsharded(path):
         torch.testing.assert_close(p.full_tensor(), q.detach(), **FLOAT32)
         torch.testing.assert_close(opt.state[p]["ema"].full_tensor(), reference_opt.state[q]["ema"], **FLOAT32)
 
-    live = [p.to_local().clone() for p in sharded.parameters()]
+    last = [p.to_local().clone() for p in sharded.parameters()]
     emas = [opt.state[p]["ema"].to_local().clone() for p in sharded.parameters()]
     opt.eval()
     reference_opt.eval()
@@ -82,10 +82,10 @@ def check_against_unsharded(path):
         torch.testing.assert_close(sharded(batches[0]), reference(batches[0]), **FLOAT32)
     opt.train()
     reference_opt.train()
-    assert all(torch.equal(p.to_local(), w) for p, w in zip(sharded.parameters(), live))
+    assert all(torch.equal(p.to_local(), w) for p, w in zip(sharded.parameters(), last))
 
     # the optimizer state through torch.distributed.checkpoint's state dict, into a fresh model
-    saved = copy.deepcopy(get_optimizer_state_dict(sharded, opt))  # its tensors are the live state
+    saved = copy.deepcopy(get_optimizer_state_dict(sharded, opt))  # its tensors are the optimizer's own state
     resumed = shard(make_model())
     resumed.load_state_dict(sharded.state_dict())
     resumed_opt = PACE(resumed.parameters(), **hyper)

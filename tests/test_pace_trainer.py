@@ -56,16 +56,16 @@ def test_evaluate_scores_the_ema(tmp_path):
     with_ema = copy.deepcopy(model)
     for p, q in zip(model.parameters(), with_ema.parameters()):
         q.data.copy_(opt.state[p]["ema"])
-    live_loss = eval_loss(trainer, copy.deepcopy(model))  # no evaluation yet: the model holds the live weights
+    last_loss = eval_loss(trainer, copy.deepcopy(model))  # no evaluation yet: the model holds the last iterate
     pace_loss = trainer.evaluate()["eval_loss"]
     assert pace_loss == eval_loss(trainer, with_ema)
-    assert pace_loss != pytest.approx(live_loss, rel=1e-4)
+    assert pace_loss != pytest.approx(last_loss, rel=1e-4)
 
 
 def test_evaluations_during_training_change_nothing_and_opt_eval_gives_the_ema(tmp_path):
     _, plain, plain_opt = train(tmp_path / "plain")
     _, evaluated, evaluated_opt = train(tmp_path / "evaluated", eval_steps=3)  # after steps 3 and 6
-    # The trap: train() ended with an evaluation, so this model holds the EMA, the other the live weights.
+    # The trap: train() ended with an evaluation, so this model holds the EMA, the other the last iterate.
     for p, q in zip(plain.parameters(), evaluated.parameters()):
         assert torch.equal(q, plain_opt.state[p]["ema"])
     for opt in (plain_opt, evaluated_opt):

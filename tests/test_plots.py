@@ -1,15 +1,16 @@
-"""The plots of sweep.py and quadratic.py are drawn (matplotlib is a development requirement):
-each PNG has the figure's size and the colours of the lines it should show, in every panel."""
+"""The plots of the studies are drawn (matplotlib is a development requirement): studies/plots.py's
+curves of runs (a PNG beside them, labels that tell the runs apart, telemetry panels, a missing run a
+one-line error), analysis.py's loss against lr and quadratic.py's; each PNG has the figure's size and
+the colours of the lines it should show, in every panel."""
 
 import json
 
 import matplotlib.colors
 import matplotlib.image
 import numpy as np
-from studies import quadratic
-from test_sweep import write_result
 
-from studies import analysis, plots
+from conftest import write_result
+from studies import analysis, plots, quadratic
 
 
 def pixels_of(png, color):
@@ -51,6 +52,41 @@ def test_quadratic_without_matplotlib_still_prints_the_table(tmp_path, capsys, n
                            "--plot", str(png)]) == 0
     out, err = capsys.readouterr()
     assert "| sgd | 1 | 0.01 | 10 | 1 |" in out and "matplotlib is not installed" in err and not png.exists()
+
+
+def test_curves_of_runs(tiny_run, tmp_path, capsys):
+    result = json.loads((tiny_run / "result.json").read_text())  # a real run's
+    with_telemetry = json.loads(json.dumps(result))
+    for s in with_telemetry["step_logs"][1:]:
+        s.update({key: 0.5 for key in plots.TELEMETRY})
+    with_telemetry["config"]["optimizer"] = "ema"
+    for name, r in (("pace", result), ("ema", with_telemetry)):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "result.json").write_text(json.dumps(r))
+
+    runs = plots.load_runs([tmp_path / "runs" / "pace", tmp_path / "runs" / "ema" / "result.json"])
+    assert [label for label, _ in runs] == ["pace", "ema"]
+    assert plots.load_runs([tmp_path / "runs" / "pace"])[0][0] == "pace"
+    (tmp_path / "other" / "pace").mkdir(parents=True)
+    (tmp_path / "other" / "pace" / "result.json").write_text(json.dumps(result))
+    labels = [label for label, _ in plots.load_runs([tmp_path / "runs" / "pace", tmp_path / "other" / "pace"])]
+    assert labels == ["runs/pace", "other/pace"]  # what tells them apart
+    assert plots.plot_curves(runs[:1], tmp_path / "one.png") == ["val_loss", "loss"]
+    assert plots.plot_curves(runs, tmp_path / "two.png") == ["val_loss", "loss", *plots.TELEMETRY]
+    for png in ("one.png", "two.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+    assert plots.main([str(tmp_path / "runs" / "pace"), str(tmp_path / "runs" / "ema")]) == 0
+    assert capsys.readouterr().out == f"curves: {tmp_path / 'runs' / 'curves.png'}\n"
+    assert (tmp_path / "runs" / "curves.png").stat().st_size > 20_000
+    assert plots.main([str(tmp_path / "runs" / "ema" / "result.json")]) == 0  # one run: the PNG beside it
+    assert capsys.readouterr().out == f"curves: {tmp_path / 'runs' / 'ema' / 'curves.png'}\n"
+
+
+def test_curves_of_a_missing_run_is_an_error(tmp_path, capsys):
+    assert plots.main([str(tmp_path / "nothing")]) == 1
+    assert capsys.readouterr().err.startswith(f"plots.py: error: curves: {tmp_path / 'nothing' / 'result.json'}: ")
 
 
 def test_curves_show_a_run_that_trains_exactly_like_another(tiny_run, tmp_path, capsys):

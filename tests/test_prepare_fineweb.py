@@ -1,4 +1,6 @@
-"""Tests of prepare_fineweb.py: the shard format, the reader, the round trip, and bad input.
+"""prepare_fineweb.py as users run it: the shards it writes are [EOT] + encode_ordinary(text) over the
+documents in order, split at --shard_size, from parquet, jsonl and txt files, with bounded memory and no
+network; an --out_dir holding shards is refused unless --overwrite; bad input is one line in its name.
 
 Offline and CPU-only. Real text comes from the parquet files of $PACE_TEST_CORPUS (a glob, FineWeb's
 schema) when it is set, else generated documents are used. The tokenizer loads through tiktoken,
@@ -8,8 +10,6 @@ offline when TIKTOKEN_CACHE_DIR points at a folder holding r50k_base.
 import glob
 import json
 import os
-import random
-import struct
 import subprocess
 import sys
 
@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import prepare_fineweb as P
+from conftest import REPO, corpus_texts, write_parquet
+from data import EOT, read_shard
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "prepare_fineweb.py")
 
 
@@ -34,7 +35,7 @@ def expected_tokens(enc, texts):
     """The specification: [EOT] + encode_ordinary(text) over the documents in order."""
     out = []
     for text in texts:
-        out += [P.EOT] + enc.encode_ordinary(text)
+        out += [EOT] + enc.encode_ordinary(text)
     return np.array(out, dtype=np.uint16)
 
 
@@ -44,7 +45,7 @@ def shards_in(out_dir):
 
 
 def read_all(out_dir):
-    return np.concatenate([P.read_shard(os.path.join(out_dir, name)) for name in shards_in(out_dir)])
+    return np.concatenate([read_shard(os.path.join(out_dir, name)) for name in shards_in(out_dir)])
 
 
 def prepare(*args):
@@ -67,91 +68,11 @@ def assert_one_line_error(result, *names):
         assert name in lines[0], (name, lines[0])
 
 
-def write_parquet(path, texts, **columns):
-    pq.write_table(pa.table({"text": pa.array(texts, pa.string()), **columns}), path)
-
-
-def corpus_texts(n):
-    """n real documents from $PACE_TEST_CORPUS, or n generated ones."""
-    pattern = os.environ.get("PACE_TEST_CORPUS")
-    if pattern:
-        files = sorted(glob.glob(pattern))
-        assert files, f"PACE_TEST_CORPUS={pattern} matches no file"
-        return pq.read_table(files[0], columns=["text"]).column("text").to_pylist()[:n]
-    rng = random.Random(0)
-    words = "the of and a to in is you that it he was for on are as with his they I at be this have from " \
-            "tokenizer shard value 1024 3.14 naïve café Übung 東京 🙂 — x=f(y); def\n\n".split(" ")
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(1, 400))) for _ in range(n)]
-
 # -----------------------------------------------------------------------------
-# the shard format and the reader
-
-def test_write_shard_format_and_read_back(tmp_path):
-    path = str(tmp_path / "s.bin")
-    tokens = [P.EOT, 0, 1, 65535, 31373, 995]
-    P.write_shard(path, tokens)
-    raw = open(path, "rb").read()
-    assert len(raw) == 4 * 256 + 2 * len(tokens)
-    header = struct.unpack("<256i", raw[:1024])
-    assert header[:3] == (20240520, 1, len(tokens)) and not any(header[3:])
-    assert struct.unpack(f"<{len(tokens)}H", raw[1024:]) == tuple(tokens)
-    shard = P.read_shard(path)
-    assert isinstance(shard, np.memmap) and shard.dtype == np.uint16
-    assert shard.tolist() == tokens
-    assert os.listdir(tmp_path) == ["s.bin"]  # no temporary file left
-
-
-def test_write_shard_refuses_ids_beyond_uint16(tmp_path):
-    with pytest.raises(ValueError):
-        P.write_shard(str(tmp_path / "s.bin"), [1, 70000])
-
-
-def test_interrupted_write_leaves_no_shard_under_the_final_name(tmp_path, monkeypatch):
-    def crash(fd):
-        raise OSError("disk full")
-    monkeypatch.setattr(os, "fsync", crash)
-    path = str(tmp_path / "fineweb_val_000000.bin")
-    with pytest.raises(OSError):
-        P.write_shard(path, np.arange(1000, dtype=np.uint16))
-    assert not os.path.exists(path)
-
-
-def corrupt(path, how):
-    raw = bytearray(open(path, "rb").read())
-    if how == "truncated":
-        raw = raw[:-3]
-    elif how == "header only in part":
-        raw = raw[:100]
-    elif how == "bad magic":
-        raw[:4] = struct.pack("<i", 12345)
-    elif how == "version":
-        raw[4:8] = struct.pack("<i", 7)
-    elif how == "too long":
-        raw += b"\0\0"
-    open(path, "wb").write(raw)
-
-
-@pytest.mark.parametrize("how, message", [
-    ("truncated", "truncated"), ("header only in part", "truncated"), ("bad magic", "magic"),
-    ("version", "version"), ("too long", "does not match"),
-])
-def test_read_shard_reports_corrupt_shards_by_name(tmp_path, how, message):
-    path = str(tmp_path / "fineweb_train_000001.bin")
-    P.write_shard(path, np.arange(100, dtype=np.uint16))
-    corrupt(path, how)
-    with pytest.raises(P.ShardError) as error:
-        P.read_shard(path)
-    assert path in str(error.value) and message in str(error.value)
-
-
-def test_read_shard_missing_file(tmp_path):
-    path = str(tmp_path / "nope.bin")
-    with pytest.raises(ValueError) as error:  # ShardError is a ValueError
-        P.read_shard(path)
-    assert isinstance(error.value, P.ShardError) and path in str(error.value)
-
+# the script's imports
 
 def test_import_is_cheap():
+    # nor does data.py, which it imports: the workers fork from a small process
     code = "import sys, prepare_fineweb; print(sorted({'datasets', 'tiktoken', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
@@ -169,11 +90,11 @@ def test_round_trip_on_corpus_documents(tmp_path, enc):
     prepare("--data_files", tmp_path / "*.parquet", "--out_dir", out, "--shard_size", shard_size, "--num_proc", 2)
     assert shards_in(out) == ["fineweb_val_000000.bin", "fineweb_train_000001.bin",
                               "fineweb_train_000002.bin", "fineweb_train_000003.bin"]
-    sizes = [len(P.read_shard(out / name)) for name in shards_in(out)]
+    sizes = [len(read_shard(out / name)) for name in shards_in(out)]
     assert sizes == [shard_size] * 3 + [len(expected) - 3 * shard_size]
     np.testing.assert_array_equal(read_all(out), expected)
     # a document crosses each boundary: the next shard does not start with a document
-    assert all(P.read_shard(out / f"fineweb_train_00000{i}.bin")[0] != P.EOT for i in (1, 2, 3))
+    assert all(read_shard(out / f"fineweb_train_00000{i}.bin")[0] != EOT for i in (1, 2, 3))
 
 
 def test_edge_cases_jsonl(tmp_path, enc):
@@ -187,7 +108,7 @@ def test_edge_cases_jsonl(tmp_path, enc):
     prepare("--data_files", tmp_path / "docs.jsonl", "--out_dir", out, "--shard_size", 1000, "--num_proc", 1)
     expected = expected_tokens(enc, texts + [""])
     assert len(enc.encode_ordinary(long_doc)) > 1000
-    assert enc.encode_ordinary("<|endoftext|>") != [P.EOT]
+    assert enc.encode_ordinary("<|endoftext|>") != [EOT]
     np.testing.assert_array_equal(read_all(out), expected)
     n = -(-len(expected) // 1000)
     assert n > 2 and shards_in(out) == ["fineweb_val_000000.bin"] + [f"fineweb_train_{i:06d}.bin" for i in range(1, n)]
@@ -214,7 +135,7 @@ def test_max_tokens(tmp_path, enc):
     out = tmp_path / "out"
     prepare("--data_files", tmp_path / "docs.parquet", "--out_dir", out, "--shard_size", 1000,
             "--max_tokens", 2500, "--num_proc", 2)
-    assert [len(P.read_shard(out / name)) for name in shards_in(out)] == [1000, 1000, 500]
+    assert [len(read_shard(out / name)) for name in shards_in(out)] == [1000, 1000, 500]
     np.testing.assert_array_equal(read_all(out), expected[:2500])
 
 

@@ -1,6 +1,6 @@
 """Under torchrun every process opens the same run or every one stops with the failing one's message;
 an error on any process during the run stops every process, and result.json says the run failed.
-The processes are started as torchrun starts them (tests/test_train.py's start_ranks), some with a
+The processes are started as torchrun starts them (conftest.py's start_ranks), some with a
 fault planted by tests/train_with_fault.py; a process left waiting fails the test (all_exit's timeout)."""
 
 import re
@@ -13,9 +13,10 @@ import torch
 
 import pace
 import processes
-from prepare_fineweb import read_shard, write_shard
-from test_train import (all_exit, args_for, data_dir, finish, one_thread, read_result, run, start,  # noqa: F401 (fixtures)
-                        start_ranks)
+from conftest import all_exit, args_for, finish, read_result, run, start, start_ranks
+from data import read_shard, shard_path, shard_pattern, write_shard
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SECONDS = 60  # every process exits within this, where gloo's own timeout would wait 30 minutes
 
@@ -25,7 +26,7 @@ def test_a_check_failing_on_one_rank_stops_every_rank(data_dir, tmp_path):
     out, missing = tmp_path / "out", tmp_path / "missing"
     procs = start_ranks(tmp_path, (args_for(data_dir, out, "--max_steps=2"), {}), (args_for(missing, out, "--max_steps=2"), {}))
     for output in all_exit(procs, 1):
-        assert f"train.py: error: rank 1: no training shards {missing / 'fineweb_train_*.bin'}" in output
+        assert f"train.py: error: rank 1: no training shards {shard_pattern(missing)}" in output
     assert not out.exists()
 
 
@@ -64,6 +65,25 @@ def test_a_compile_failure_on_one_rank_sends_every_rank_to_foreach(data_dir, tmp
     assert read_result(tmp_path / "out")["summary"]["status"] == "completed"
 
 
+def test_settings_that_fail_on_one_rank_stop_every_rank(data_dir, tmp_path):
+    # rank 1 is on a node without the config file: it joins the others all the same, to stop with them
+    config, out = tmp_path / "config.py", tmp_path / "out"
+    config.write_text("max_steps = 2\n")
+    procs = start_ranks(tmp_path, (args_for(data_dir, out, str(config)), {}),
+                        (args_for(data_dir, out, str(tmp_path / "elsewhere.py")), {}))
+    for output in all_exit(procs, 1, timeout=SECONDS):
+        assert f"train.py: error: rank 1: config file {tmp_path / 'elsewhere.py'} not found" in output
+    assert not out.exists()
+
+
+def test_each_process_reads_its_settings_once(data_dir, tmp_path):
+    reads, config = tmp_path / "reads", tmp_path / "config.py"
+    config.write_text(f"_f = open({str(reads)!r}, 'a')\n_f.write('read\\n')\n_f.close()\nmax_steps = 1\n")
+    args = args_for(data_dir, tmp_path / "out", str(config))
+    all_exit(start_ranks(tmp_path, (args, {}), (args, {})), 0, timeout=SECONDS)
+    assert reads.read_text() == "read\n" * 2  # a config file runs once in each process
+
+
 def test_ranks_are_grouped_by_what_they_saw():
     assert processes.by_rank(["a", None, "b", "a"]) == "ranks 0, 3: a; rank 2: b"
 
@@ -100,9 +120,9 @@ def test_an_exception_during_training_on_any_rank_fails_the_run_everywhere(data_
 def test_ranks_whose_copies_of_the_data_differ_stop(data_dir, tmp_path):
     other = tmp_path / "other_data"
     shutil.copytree(data_dir, other)
-    tokens = np.array(read_shard(str(other / "fineweb_train_000002.bin")))
+    tokens = np.array(read_shard(shard_path(other, 2)))
     tokens[100] = (tokens[100] + 1) % 64  # one token of the second shard
-    write_shard(str(other / "fineweb_train_000002.bin"), tokens)
+    write_shard(shard_path(other, 2), tokens)
     out = tmp_path / "out"
     procs = start_ranks(tmp_path, (args_for(data_dir, out, "--max_steps=2"), {}), (args_for(other, out, "--max_steps=2"), {}))
     for output in all_exit(procs, 1, timeout=SECONDS):
@@ -124,7 +144,7 @@ def test_nccl_connects_at_once_on_the_process_s_gpu(monkeypatch, gpus):
     monkeypatch.setattr(processes.dist, "rendezvous", lambda url: iter([(processes.dist.HashStore(), 1, 2)]))
     calls = []
     monkeypatch.setattr(processes.dist, "init_process_group", lambda **kwargs: calls.append(kwargs))
-    procs = processes.start_processes([])
+    procs = processes.start_processes("auto")
     assert (procs.rank, procs.local_rank, procs.world_size) == (1, 1, 2)
     assert calls[0]["backend"] == ("nccl" if gpus else "gloo")
     assert calls[0]["device_id"] == (torch.device("cuda", 1) if gpus else None)

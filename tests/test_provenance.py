@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import provenance
-from test_train import data_dir, one_thread, run  # noqa: F401
+from conftest import run
 from tools import evaluate
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 COMMON = ["--max_steps=4", "--eval_interval=4", "--ckpt_interval=2"]
 

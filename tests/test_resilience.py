@@ -10,19 +10,21 @@ import pytest
 import torch
 
 import train
-from checkpoint import load_model
+from checkpoint import load_model, with_shape
+from conftest import (COMMON, STEPS, SUBPROCESS_ENV, all_exit, args_for, assert_resumes_exactly, error_of, finish,
+                      read_result, run, signal_after_first_checkpoint, start, start_ranks, torchrun, with_fault,
+                      without_timings)
 from processes import EXIT_PREEMPTED, Processes
-from test_train import (SUBPROCESS_ENV, all_exit, args_for, data_dir, error_of, finish, one_thread,  # noqa: F401
-                        read_result, run, signal_after_first_checkpoint, start, start_ranks, with_fault,
-                        without_timings)
+from settings import Settings, given_settings
 from tools import export_hf
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 SECONDS = 30  # a signalled run exits within this of the step in flight
 
 
 def opened(data_dir, out_dir, *extra):
-    """train.py's Run for these settings, set up as for its first step (model, optimizer, data)."""
-    return train.Run(args_for(data_dir, out_dir, *extra), Processes())
+    """train.py's Run for these settings, opened as for its first step (model, optimizer, data)."""
+    return train.open_run(given_settings(args_for(data_dir, out_dir, *extra)), Processes())
 
 
 @pytest.mark.usefixtures("gpt2_encoding")  # export_hf.py writes the tokenizer too
@@ -78,6 +80,15 @@ def test_a_shape_that_contradicts_the_weights_is_one_line_naming_both(tiny_run, 
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
+def test_the_shape_of_the_weights_makes_new_settings():
+    given = {"n_layer": 2, "block_size": 16}
+    cfg = Settings(**given)
+    shape = {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 32, "vocab_size": 512}
+    shaped = with_shape(cfg, given, shape, "init_from=x")
+    assert (shaped.n_layer, shaped.n_head, shaped.n_embd, shaped.block_size, shaped.vocab_size) == (2, 4, 64, 16, 512)
+    assert cfg == Settings(**given)  # the checked settings stay as they were given
+
+
 def test_gpt2_without_transformers_is_one_line(data_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers fails, as when it is not installed
     message = error_of(train.main, args_for(data_dir, tmp_path / "out", "--init_from=gpt2", "--vocab_size=50304"))
@@ -92,45 +103,6 @@ def test_a_run_from_weights_resumes_like_any_other(tiny_run, data_dir, tmp_path)
 
 
 # preemption and lost workers
-
-STEPS = 48  # of ~25 ms each: a signal sent at the first checkpoint (step 8) has ~1 s to arrive before the end
-COMMON = ["--optimizer=pace", f"--max_steps={STEPS}", "--eval_interval=8", "--ckpt_interval=8", "--log_interval=1"]
-
-
-def torchrun(*options):
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *options]
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(data_dir, tmp_path_factory):
-    """launcher -> (result.json, ckpt.pt) of the run never stopped, made once per launcher for this module."""
-    made = {}
-
-    def of(launcher):
-        key = " ".join(launcher)
-        if key not in made:
-            out = tmp_path_factory.mktemp("uninterrupted")
-            finish(start(out / "log", *launcher, *args_for(data_dir, out / "run", *COMMON)))
-            made[key] = read_result(out / "run"), torch.load(out / "run" / "ckpt.pt")
-        return made[key]
-
-    return of
-
-
-def assert_resumes_exactly(data_dir, tmp_path, stopped, launcher, uninterrupted):
-    """Resume the stopped run (unless it completed) and compare it with the run never stopped:
-    losses, weights, optimizer state."""
-    if read_result(stopped)["summary"]["status"] != "completed":
-        finish(start(tmp_path / "resume.log", *launcher, *args_for(data_dir, stopped, *COMMON, "--resume=True")))
-    (whole, whole_ckpt), resumed = uninterrupted(launcher), read_result(stopped)
-    assert without_timings(resumed) == without_timings(whole) and resumed["summary"]["status"] == "completed"
-    a, b = torch.load(stopped / "ckpt.pt"), whole_ckpt
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for i, state in a["optimizer"]["state"].items():
-        for k, v in state.items():
-            assert torch.equal(v, b["optimizer"]["state"][i][k]) if torch.is_tensor(v) else v == b["optimizer"]["state"][i][k]
-
 
 @pytest.mark.parametrize("launcher, signum", [(["python"], signal.SIGTERM), (["torchrun"], signal.SIGTERM),
                                               (["python"], signal.SIGUSR1)], ids=["SIGTERM", "SIGTERM-torchrun", "SIGUSR1"])

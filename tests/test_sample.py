@@ -1,6 +1,5 @@
 """sample.py: the model a run returns, reproducible samples, and one-line errors for a bad run."""
 
-import os
 import subprocess
 import sys
 
@@ -9,18 +8,9 @@ import torch
 
 import checkpoint
 import sample
+from conftest import REPO, error_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def error_of(fn, *args):
-    """The one-line message of fn's SystemExit."""
-    with pytest.raises(SystemExit) as e:
-        fn(*args)
-    assert isinstance(e.value.code, str) and "\n" not in e.value.code
-    return e.value.code
 
 
 def test_returned_model_is_the_ema_and_last_the_iterate(tiny_run):
@@ -32,9 +22,9 @@ def test_returned_model_is_the_ema_and_last_the_iterate(tiny_run):
     params = [name for group in last.optim_groups(0.0) for p in group["params"]
               for name, q in last.named_parameters() if q is p]
     for i, name in enumerate(params):
-        ema, live = ckpt["optimizer"]["state"][i]["ema"], ckpt["model"][name]
-        assert torch.equal(returned.get_parameter(name), ema) and torch.equal(last.get_parameter(name), live)
-        assert not torch.equal(ema, live)
+        ema, iterate = ckpt["optimizer"]["state"][i]["ema"], ckpt["model"][name]
+        assert torch.equal(returned.get_parameter(name), ema) and torch.equal(last.get_parameter(name), iterate)
+        assert not torch.equal(ema, iterate)
 
 
 def test_adamw_returns_its_iterate(tiny_run, tmp_path):
@@ -89,7 +79,7 @@ def test_bad_runs_are_one_line_errors(tiny_run, tmp_path):
     torch.save({"model": {}, "optimizer": {}, "config": {}, "x": subprocess.CompletedProcess([], 0)}, ckpt_in("code"))
     for name in ("truncated", "foreign", "keys", "code"):
         message = error_of(checkpoint.load_model, tmp_path / name)
-        assert message.startswith("train.py: error:") and str(tmp_path / name / "ckpt.pt") in message, message
+        assert str(tmp_path / name / "ckpt.pt") in message, message
     assert "lacks optimizer" in error_of(checkpoint.load_model, tmp_path / "keys")
     # a checkpoint whose weights do not fit the config it holds
     ckpt = torch.load(tiny_run / "ckpt.pt", weights_only=True)
@@ -101,10 +91,20 @@ def test_bad_runs_are_one_line_errors(tiny_run, tmp_path):
 def test_missing_run_exits_with_one_line(tmp_path):
     result = subprocess.run([sys.executable, "sample.py", f"--out_dir={tmp_path / 'nothing'}"], cwd=REPO,
                             capture_output=True, text=True)
-    assert result.returncode != 0 and result.stdout == ""
-    assert result.stderr == f"train.py: error: {tmp_path / 'nothing' / 'ckpt.pt'} not found\n"
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"sample.py: error: {tmp_path / 'nothing' / 'ckpt.pt'} not found\n"
 
 
 def test_load_checkpoint_reads_what_train_writes(tiny_run):
     ckpt = checkpoint.load_checkpoint(str(tiny_run / "ckpt.pt"))
     assert ckpt["step"] == 6 and ckpt["config"]["optimizer"] == "pace"
+
+
+def test_a_tokenizer_that_cannot_load_is_one_line_in_sample_py_s_name(tiny_run, monkeypatch):
+    tiktoken = pytest.importorskip("tiktoken")
+
+    def offline(name):
+        raise OSError("no network")
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    message = error_of(sample.main, [f"--out_dir={tiny_run}", "--device=cpu"])
+    assert message.startswith("sample.py: error: cannot load the GPT-2 tokenizer (tiktoken r50k_base): no network.")

@@ -1,9 +1,13 @@
-"""settings.py: config files and --key=value arguments, their checks, the shipped configs, the schedule."""
+"""settings.py: config files and --key=value arguments, a run's config read back, their checks, the shipped
+configs, dtype and loss auto resolved, the schedule."""
+
+import json
+from dataclasses import asdict
 
 import pytest
 
-from settings import Settings, check_settings, get_lr, load_settings
-from test_train import REPO, error_of
+from conftest import REPO, error_of
+from settings import Settings, check_settings, get_lr, load_settings, resolve_auto, settings_of
 
 
 def test_settings_from_files_and_arguments(tmp_path):
@@ -77,3 +81,20 @@ def test_gpu80gb_config_runs_64_sequences_of_1024(monkeypatch):
     check_settings(cfg)
     assert (cfg.batch_size, cfg.block_size, cfg.total_batch_size) == (64, 1024, 524288)
     assert cfg.total_batch_size // (cfg.batch_size * cfg.block_size * 8) == 1  # one micro-batch per step on 8 GPUs
+
+
+def test_auto_is_resolved_into_new_settings_and_a_run_keeps_its_choice():
+    given = Settings(out_dir="out/x")
+    cfg, notes = resolve_auto(given, "cpu")
+    assert (cfg.dtype, cfg.loss) == ("float32", "chunked") and notes == []
+    assert (given.dtype, given.loss) == ("auto", "auto")  # the checked settings stay as they were given
+    kept, notes = resolve_auto(given, "cpu", {"dtype": "bfloat16", "loss": "auto"})
+    assert (kept.dtype, kept.loss) == ("bfloat16", "chunked")
+    assert notes == ["dtype=bfloat16, as the run in out/x started (dtype=auto would choose float32 on cpu)"]
+
+
+def test_a_run_s_config_gives_back_its_settings_as_they_were():
+    cfg = Settings(lr=3e-3, betas=(0.8, 0.99), ema_kappa=None, out_dir="1e3", compile=False, wandb_run_name=None)
+    config = json.loads(json.dumps(asdict(cfg)))  # as result.json holds it: betas a list
+    assert settings_of(config) == cfg and settings_of({"lr": 1}).lr == 1.0
+    assert error_of(settings_of, {"learning_rate": 1e-3}).startswith("unknown setting 'learning_rate' (the run's config)")

@@ -13,9 +13,8 @@ import time
 
 import pytest
 
-from test_launch import assert_stopped_after_the_same_step, processes_of
-from test_resilience import COMMON, assert_resumes_exactly, torchrun, uninterrupted  # noqa: F401 (fixture)
-from test_train import REPO, SUBPROCESS_ENV, TINY, data_dir  # noqa: F401 (fixture)
+from conftest import (COMMON, REPO, SUBPROCESS_ENV, TINY, assert_resumes_exactly, assert_stopped_after_the_same_step,
+                      processes_of, torchrun)
 
 SECONDS = 300  # for any one thing a job does here, on 2 busy cores
 

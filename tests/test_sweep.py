@@ -1,5 +1,5 @@
-"""studies/sweep.py: the grid, the skip/resume plan, the printed commands; the curves of studies/plots.py;
-the helpers that write the run folders tests/test_analysis.py reads."""
+"""studies/sweep.py: the grid, the skip/resume plan, the printed commands, its one-line errors, and the
+evaluation it asks of tools/evaluate.py after each run."""
 
 import json
 import shlex
@@ -8,45 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from studies import analysis, plots, sweep
-
-# ----------------------------------------------------------------------------- helpers
-
-BASE = {"lr": 0.001, "schedule": "cos", "max_steps": 100, "lambda_pullback": 0.15, "ema_kappa": 0.2, "seed": 0}
-
-
-def write_result(path, optimizer, status="completed", loss=3.0, error=None, evals=(), code=None, **config):
-    """A result.json as train.py writes it (only the fields sweep.py reads matter); code: the commit that made it."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    summary = {"status": status, "final_val_loss": loss if status == "completed" else None}
-    if error is not None:
-        summary["error"] = error
-    result = {"config": {**BASE, "optimizer": optimizer, "out_dir": str(path), **config}, "summary": summary,
-              "eval_logs": [{"step": s, "val_loss": v, "ema_val_loss": v, "vanilla_val_loss": v} for s, v in evals],
-              "step_logs": []}
-    if code is not None:
-        result["code"] = [{"from_step": 0, "commit": code, "dirty": False, "diff_sha256": None}]
-    (path / "result.json").write_text(json.dumps(result))
-
-
-def summarize(folder, capsys, *args):
-    assert analysis.main(["summarize", str(folder), *args]) == 0
-    return capsys.readouterr()
-
-
-def row(text, first_cell):
-    """The markdown table row whose first cell is first_cell, as a list of cells."""
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and cells[0] == first_cell:
-            return cells
-    raise AssertionError(f"no row {first_cell!r} in\n{text}")
-
-
-def cell(mean, std, n):
-    return f"{mean:.4f} ± {std:.4f} (n={n})"
-
+from conftest import write_result
+from studies import sweep
 
 # ----------------------------------------------------------------------------- the grid and the plan
 
@@ -187,44 +150,6 @@ def test_bad_input_is_a_one_line_error(fake_train, capsys, args, message):
     assert sweep.main(["--dry_run", *args]) == 1
     err = capsys.readouterr().err
     assert err.startswith("sweep.py: error: ") and message in err and err.count("\n") == 1
-
-
-# ----------------------------------------------------------------------------- curves of single runs
-
-def test_curves_of_runs(tiny_run, tmp_path, capsys):
-    pytest.importorskip("matplotlib", exc_type=ImportError)
-    result = json.loads((tiny_run / "result.json").read_text())  # a real run's
-    with_telemetry = json.loads(json.dumps(result))
-    for s in with_telemetry["step_logs"][1:]:
-        s.update({key: 0.5 for key in plots.TELEMETRY})
-    with_telemetry["config"]["optimizer"] = "ema"
-    for name, r in (("pace", result), ("ema", with_telemetry)):
-        (tmp_path / "runs" / name).mkdir(parents=True)
-        (tmp_path / "runs" / name / "result.json").write_text(json.dumps(r))
-
-    runs = plots.load_runs([tmp_path / "runs" / "pace", tmp_path / "runs" / "ema" / "result.json"])
-    assert [label for label, _ in runs] == ["pace", "ema"]
-    assert plots.load_runs([tmp_path / "runs" / "pace"])[0][0] == "pace"
-    (tmp_path / "other" / "pace").mkdir(parents=True)
-    (tmp_path / "other" / "pace" / "result.json").write_text(json.dumps(result))
-    labels = [label for label, _ in plots.load_runs([tmp_path / "runs" / "pace", tmp_path / "other" / "pace"])]
-    assert labels == ["runs/pace", "other/pace"]  # what tells them apart
-    assert plots.plot_curves(runs[:1], tmp_path / "one.png") == ["val_loss", "loss"]
-    assert plots.plot_curves(runs, tmp_path / "two.png") == ["val_loss", "loss", *plots.TELEMETRY]
-    for png in ("one.png", "two.png"):
-        data = (tmp_path / png).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
-
-    assert plots.main([str(tmp_path / "runs" / "pace"), str(tmp_path / "runs" / "ema")]) == 0
-    assert capsys.readouterr().out == f"curves: {tmp_path / 'runs' / 'curves.png'}\n"
-    assert (tmp_path / "runs" / "curves.png").stat().st_size > 20_000
-    assert plots.main([str(tmp_path / "runs" / "ema" / "result.json")]) == 0  # one run: the PNG beside it
-    assert capsys.readouterr().out == f"curves: {tmp_path / 'runs' / 'ema' / 'curves.png'}\n"
-
-
-def test_curves_of_a_missing_run_is_an_error(tmp_path, capsys):
-    assert plots.main([str(tmp_path / "nothing")]) == 1
-    assert capsys.readouterr().err.startswith(f"plots.py: error: curves: {tmp_path / 'nothing' / 'result.json'}: ")
 
 
 def test_evaluate_scores_each_finished_run_once(fake_train, monkeypatch, capsys):

@@ -1,12 +1,14 @@
-import json
+"""train.py run as users run it, in this process or as a command: the settings that need a run, the
+data's errors, each method training, one process against two, a killed run resumed exactly, the
+protected out_dir, a non-finite loss, the optimizer's compiled graph, unreadable checkpoints, data
+passes, the evaluations and their cost, and the peak FLOP/s of the GPUs the MFU knows."""
+
 import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,152 +17,13 @@ import torch
 import checkpoint
 import pace
 import train
+from conftest import (REPO, VOCAB, args_for, assert_same_state, error_of, finish, markov_tokens, read_result, run,
+                      signal_after_first_checkpoint, start, without_timings)
+from data import shard_path, write_shard
 from model import GPT, GPTConfig, mean_loss
-from prepare_fineweb import write_shard
 from settings import Settings
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VOCAB = 64
-TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", f"--vocab_size={VOCAB}", "--batch_size=4",
-        "--total_batch_size=256", "--lr=1e-2", "--warmup_steps=3", "--eval_tokens=2048", "--log_interval=4"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: on shared cores a second thread only adds waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def markov_tokens(n, seed):
-    """A learnable stream: mostly the next token is (5 * token + 3) % VOCAB, sometimes a random one."""
-    rng = np.random.default_rng(seed)
-    noise = rng.integers(0, VOCAB, n)
-    keep = rng.random(n) > 0.1
-    tokens = np.empty(n, dtype=np.uint16)
-    tokens[0] = noise[0]
-    for i in range(1, n):
-        tokens[i] = (5 * tokens[i - 1] + 3) % VOCAB if keep[i] else noise[i]
-    return tokens
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """A validation shard and two training shards of a synthetic token stream."""
-    d = tmp_path_factory.mktemp("data")
-    write_shard(str(d / "fineweb_val_000000.bin"), markov_tokens(8_000, seed=0))
-    write_shard(str(d / "fineweb_train_000001.bin"), markov_tokens(30_000, seed=1))
-    write_shard(str(d / "fineweb_train_000002.bin"), markov_tokens(30_000, seed=2))
-    return d
-
-
-def args_for(data_dir, out_dir, *extra):
-    return [f"--data_dir={data_dir}", f"--out_dir={out_dir}", *TINY, *extra]
-
-
-def run(data_dir, out_dir, *extra):
-    """Train in this process and return result.json."""
-    train.main(args_for(data_dir, out_dir, *extra))
-    return read_result(out_dir)
-
-
-def read_result(out_dir):
-    with open(os.path.join(out_dir, "result.json")) as f:
-        return json.load(f)
-
-
-def without_timings(result):
-    """result.json less what differs between two runs of the same training: the timings, the out_dir and
-    the provenance of its sessions (a resumed run has two, with their own command lines)."""
-    summary = {k: v for k, v in result["summary"].items() if k not in ("wall_time", "eval_time", "tokens_per_s")}
-    config = {k: v for k, v in result["config"].items() if k != "out_dir"}
-    return {**{k: v for k, v in result.items() if k != "code"}, "summary": summary, "config": config}
-
-
-def error_of(fn, *args):
-    """The one-line message that fn's SystemExit prints (exit status 1)."""
-    with pytest.raises(SystemExit) as e:
-        fn(*args)
-    assert isinstance(e.value.code, str) and "\n" not in e.value.code
-    return e.value.code
-
-
-# one thread, like this process (torchrun sets the same for its workers)
-SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def start(log, *command, env=SUBPROCESS_ENV):
-    """command run in the repository, its output (stdout and stderr) going to the file log."""
-    with open(log, "w") as f:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
-    proc.log = log
-    return proc
-
-
-def start_ranks(tmp_path, *ranks, fault=None):
-    """Processes of train.py as torchrun starts them, but each with its own (arguments, environment),
-    as processes on different nodes may differ; with a fault planted (tests/train_with_fault.py)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank, (args, env) in enumerate(ranks):
-        env = {**SUBPROCESS_ENV, **env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(len(ranks)),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        procs.append(start(tmp_path / f"rank{rank}.log", *with_fault(fault, env), *args, env=env))
-    return procs
-
-
-def with_fault(fault, env):
-    """The command that runs train.py, with the fault planted when there is one (env gains what it needs)."""
-    if fault is None:
-        return sys.executable, "train.py"
-    env.update(FAULT=fault, PYTHONPATH=REPO)
-    return sys.executable, os.path.join("tests", "train_with_fault.py")
-
-
-def all_exit(procs, returncode, timeout=240):
-    """The outputs of processes that must all exit with returncode; one left waiting fails the test."""
-    deadline = time.time() + timeout
-    for proc in procs:
-        try:
-            proc.wait(max(0.0, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-                p.wait()
-            pytest.fail(f"{proc.args} still running after {timeout} s:\n{open(proc.log).read()[-3000:]}")
-    outputs = [open(p.log).read() for p in procs]
-    assert [p.returncode for p in procs] == [returncode] * len(procs), "\n---\n".join(o[-3000:] for o in outputs)
-    return outputs
-
-
-def signal_after_first_checkpoint(proc, out_dir, signum, pid=None):
-    """signum to proc (or to the process pid, one of proc's) right after the run in out_dir has written its
-    first checkpoint; the time sent."""
-    deadline = time.time() + 240
-    while not (out_dir / "ckpt.pt").exists():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"no checkpoint before the run ended or timed out:\n{open(proc.log).read()[-3000:]}")
-        time.sleep(0.002)
-    os.kill(pid or proc.pid, signum)
-    return time.time()
-
-
-def finish(proc, timeout=240):
-    """proc's output once it has succeeded, or a failure that shows it."""
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # torchrun passes it on to its workers
-        proc.wait()
-        pytest.fail(f"{proc.args} still running after {timeout} s:\n{open(proc.log).read()[-3000:]}")
-    output = open(proc.log).read()
-    assert proc.returncode == 0, output[-3000:]
-    return output
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # settings that need a run
@@ -190,51 +53,28 @@ def test_command_line_error_exits_nonzero():
 
 # data
 
-def test_global_batches_do_not_depend_on_the_number_of_processes(data_dir):
-    T = 32
-
-    def global_batches(batch_size, grad_accum_steps, world_size, n):
-        loaders = [train.DataLoader(str(data_dir), batch_size, T, grad_accum_steps, r, world_size) for r in range(world_size)]
-        batches = []
-        for _ in range(n):
-            parts = [loader.next_batch() for loader in loaders]  # parts[r][a]
-            chunks = [parts[r][a] for a in range(grad_accum_steps) for r in range(world_size)]
-            assert all(len(c) == batch_size * T + 1 for c in chunks)
-            assert all(torch.equal(c[-1:], d[:1]) for c, d in zip(chunks, chunks[1:]))  # contiguous shares
-            batches.append(torch.cat([c[:-1] for c in chunks] + [chunks[-1][-1:]]))
-        return batches
-
-    # 16 sequences of 32 tokens per step: 117 global batches fit in the 60,000 tokens, the 59th spans both shards
-    one = global_batches(16, 1, 1, 120)
-    stream = np.concatenate([np.fromfile(data_dir / f, dtype="<u2", offset=1024)
-                             for f in ("fineweb_train_000001.bin", "fineweb_train_000002.bin")])
-    assert torch.equal(one[58], torch.from_numpy(stream[58 * 512:59 * 512 + 1].astype(np.int64)))
-    assert torch.equal(one[117], one[0])  # the second pass starts over
-    for batch_size, grad_accum_steps, world_size in ((4, 2, 2), (8, 2, 1), (2, 2, 4), (16, 1, 1)):
-        assert all(torch.equal(a, b) for a, b in zip(one, global_batches(batch_size, grad_accum_steps, world_size, 120)))
-
-
 def test_missing_or_corrupt_shards_are_named(data_dir, tmp_path):
     broken = tmp_path / "data"
     shutil.copytree(data_dir, broken)
-    train_shard = broken / "fineweb_train_000002.bin"
+    train_shard = shard_path(broken, 2)
     with open(train_shard, "r+b") as f:
         f.write(np.array([12345], dtype="<i4").tobytes())  # a wrong magic number
     message = error_of(train.main, args_for(broken, tmp_path / "a", "--max_steps=1"))
-    assert str(train_shard) in message and "magic" in message
-    train_shard.unlink()
-    os.truncate(broken / "fineweb_val_000000.bin", 3000)
+    assert train_shard in message and "magic" in message
+    os.remove(train_shard)
+    val_shard = shard_path(broken, 0)
+    os.truncate(val_shard, 3000)
     message = error_of(train.main, args_for(broken, tmp_path / "b", "--max_steps=1"))
-    assert str(broken / "fineweb_val_000000.bin") in message
-    (broken / "fineweb_val_000000.bin").unlink()
-    assert str(broken / "fineweb_val_000000.bin") in error_of(train.main, args_for(broken, tmp_path / "c", "--max_steps=1"))
+    assert val_shard in message
+    os.remove(val_shard)
+    assert val_shard in error_of(train.main, args_for(broken, tmp_path / "c", "--max_steps=1"))
     message = error_of(train.main, args_for(tmp_path / "empty", tmp_path / "d", "--max_steps=1"))
     assert "no training shards" in message and "empty" in message
 
 
 def test_too_few_validation_tokens(data_dir, tmp_path):
     message = error_of(train.main, args_for(data_dir, tmp_path / "out", "--eval_tokens=8192", "--max_steps=1"))
-    assert "fineweb_val_000000.bin holds 8000 tokens, fewer than eval_tokens + 1 = 8193" in message
+    assert f"{shard_path(data_dir, 0)} holds 8000 tokens, fewer than eval_tokens + 1 = 8193" in message
 
 
 # training
@@ -310,11 +150,7 @@ def test_killed_run_resumes_exactly(data_dir, tmp_path):
     assert resumed["summary"]["status"] == "completed" and len(resumed["step_logs"]) == 60
     a, b = torch.load(killed / "ckpt.pt"), torch.load(tmp_path / "whole" / "ckpt.pt")
     assert a.keys() == b.keys() and a["step"] == b["step"] == 60 and a["data_pos"] == b["data_pos"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for i, state in a["optimizer"]["state"].items():
-        for k, v in state.items():
-            assert torch.equal(v, b["optimizer"]["state"][i][k]) if torch.is_tensor(v) else v == b["optimizer"]["state"][i][k]
+    assert_same_state(a, b)
 
 
 def test_out_dir_of_a_run_is_protected(data_dir, tmp_path):
@@ -401,7 +237,7 @@ def test_unreadable_checkpoint_is_named_and_kept(data_dir, tmp_path, damage, mon
     if damage == "missing keys":
         assert "lacks optimizer, data_pos, rng, config" in message
     assert not marker.exists() and ckpt_path.read_bytes() == damaged and read_result(out) == first
-    assert message == error_of(checkpoint.load_checkpoint, str(ckpt_path))  # as sample.py and the others see it
+    assert message == f"train.py: error: {error_of(checkpoint.load_checkpoint, str(ckpt_path))}"  # as the tools see it
 
 
 # data passes
@@ -409,9 +245,8 @@ def test_unreadable_checkpoint_is_named_and_kept(data_dir, tmp_path, damage, mon
 def test_data_passes_are_announced_and_recorded(tmp_path, capsys):
     small = tmp_path / "data"
     small.mkdir()
-    write_shard(str(small / "fineweb_val_000000.bin"), markov_tokens(3_000, seed=0))
-    write_shard(str(small / "fineweb_train_000001.bin"), markov_tokens(600, seed=1))
-    write_shard(str(small / "fineweb_train_000002.bin"), markov_tokens(400, seed=2))
+    for index, (n, seed) in enumerate([(3_000, 0), (600, 1), (400, 2)]):
+        write_shard(shard_path(small, index), markov_tokens(n, seed))
     result = run(small, tmp_path / "out", "--max_steps=5")
     assert "max_steps x total_batch_size = 1,280 tokens: 1.28 passes over the 1,000 tokens" in capsys.readouterr().out
     assert result["summary"]["data_passes"] == 1.28

@@ -7,9 +7,11 @@ import types
 
 import pytest
 import torch
-from test_train import args_for, data_dir, error_of, one_thread, read_result, run  # noqa: F401 (fixtures)
 
 import train
+from conftest import args_for, error_of, run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TELEMETRY = ("lambda_mean", "lambda_max", "lambda_clip_fraction", "adamw_update_norm", "pullback_norm", "ema_distance_norm")
 COMMON = ["--max_steps=6", "--eval_interval=3", "--vanilla_eval_interval=3", "--ckpt_interval=6"]

@@ -8,13 +8,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_train import args_for, data_dir, finish, one_thread, read_result, run, start  # noqa: F401 (fixtures)
 
 from checkpoint import load_run
+from conftest import args_for, finish, read_result, run, start
+from data import shard_paths
 from model import GPT, GPTConfig
 from pace import PACE
 from settings import get_lr, load_settings, make_optimizer
 from tools.evaluate import last_step_gains
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # every optimizer setting away from its default, and no two of them equal, so that one
 # passed in another's place shows
@@ -48,8 +51,7 @@ def test_every_optimizer_setting_reaches_pace(data_dir, tmp_path, method):
 
 def train_shards(data_dir):
     """The training stream: the shards concatenated in order."""
-    return np.concatenate([np.fromfile(data_dir / f, dtype="<u2", offset=1024)
-                           for f in ("fineweb_train_000001.bin", "fineweb_train_000002.bin")])
+    return np.concatenate([np.fromfile(path, dtype="<u2", offset=1024) for path in shard_paths(data_dir)])
 
 
 def reference_training(data_dir, cfg):

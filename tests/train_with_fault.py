@@ -29,14 +29,14 @@ rank = int(os.environ.get("RANK", 0))
 
 def at_step(fault_rank, step, action):
     """action(run) before step `step` (1-based) on rank fault_rank."""
-    micro_batches = train.Run.micro_batches
+    micro_batches = train.micro_batches
 
     def planted(run):
         if rank == fault_rank and run.step + 1 == step:
             action(run)
         return micro_batches(run)
 
-    train.Run.micro_batches = planted
+    train.micro_batches = planted
 
 
 def fail(*args, **kwargs):

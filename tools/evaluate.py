@@ -21,7 +21,7 @@ loss per token goes into RUN/eval_PART.json, written atomically:
 run's own is in its result.json. "bytes" is the UTF-8 length of the text of the scored targets
 (GPT-2 tokens; the end-of-text token between documents is no text: 0 bytes), so that a loss
 converts to bits per byte: loss * tokens / (bytes * ln 2). "blends" are the losses of the
-weights alpha * EMA + (1 - alpha) * live weights: alpha 1 is the returned model, 0 the last iterate.
+weights alpha * EMA + (1 - alpha) * last iterate: alpha 1 is the returned model, 0 the last iterate.
 "last_step_gains" are PACE's pullback gains of the run's last step, recomputed from the
 checkpoint's second moments, per parameter group (the token embedding, tied to the output
 layer; the other matrices; the vectors): their mean and the share that was clamped to 1.
@@ -44,9 +44,10 @@ import torch
 import pace
 from checkpoint import autocast, get_device, load_run, save_json
 from model import mean_loss
-from prepare_fineweb import EOT, ShardError, first_line, load_tokenizer, read_shard
+from data import EOT, ShardError, load_tokenizer, read_shard, val_shard_path
+from errors import Error, first_line, script_errors
 from provenance import device_description, provenance
-from settings import die, get_lr
+from settings import get_lr
 
 PARTS = ("tuning", "test")
 BLENDS = (0, 0.25, 0.5, 0.75, 1)  # alpha: the weight of the EMA
@@ -62,15 +63,15 @@ def part_range(n_tokens, part):
 def read_half(data_dir, block_size, part, out_dir):
     """-> (val_file, its tokens, the half's first token, its whole sequences): what a run in
     out_dir, trained on data_dir, is scored on."""
-    val_file = os.path.join(data_dir, "fineweb_val_000000.bin")
+    val_file = val_shard_path(data_dir)
     try:
         tokens = read_shard(val_file)
     except ShardError as e:
-        die(f"{out_dir}: {e}")
+        raise Error(f"{out_dir}: {e}")
     first, end = part_range(len(tokens), part)
     n_seq = (end - first - 1) // block_size
     if n_seq < 1:
-        die(f"{val_file}: its {part} half holds {end - first} tokens, not one sequence of {block_size}")
+        raise Error(f"{val_file}: its {part} half holds {end - first} tokens, not one sequence of {block_size}")
     return val_file, tokens, first, n_seq
 
 
@@ -89,22 +90,22 @@ def target_bytes(tokens, first, n_seq, block_size, val_file):
     targets = np.asarray(tokens[first + 1:first + 1 + n_seq * block_size])
     lengths = token_lengths()
     if targets.max() >= len(lengths):
-        die(f"{val_file}: token id {int(targets.max())} is not a GPT-2 token (ids end at {len(lengths) - 1})")
+        raise Error(f"{val_file}: token id {int(targets.max())} is not a GPT-2 token (ids end at {len(lengths) - 1})")
     return int(lengths[targets].sum())
 
 
 @torch.no_grad()
 def blend_losses(opt, loss):
-    """{alpha: loss()} with the parameters set to alpha * EMA + (1 - alpha) * live weights, for
-    the alphas strictly between 0 and 1; the live weights are back in place afterwards."""
+    """{alpha: loss()} with the parameters set to alpha * EMA + (1 - alpha) * last iterate, for
+    the alphas strictly between 0 and 1; the last iterate is back in place afterwards."""
     params = [p for group in opt.param_groups for p in group["params"]]
-    live = [p.detach().clone() for p in params]
+    last = [p.detach().clone() for p in params]
     losses = {}
     for alpha in BLENDS[1:-1]:
-        for p, w in zip(params, live):
+        for p, w in zip(params, last):
             p.copy_(torch.lerp(w, opt.state[p]["ema"].to(w.dtype), alpha))
         losses[alpha] = loss()
-    for p, w in zip(params, live):
+    for p, w in zip(params, last):
         p.copy_(w)
     return losses
 
@@ -165,7 +166,7 @@ def score(out_dir, part, device):
         return {**record, "returned": last, "last": last}
     opt.eval()  # the EMA into the model, as the method returns it
     returned = loss()
-    opt.train()  # the live weights back, bit for bit
+    opt.train()  # the last iterate back, bit for bit
     blends = {0: last, **blend_losses(opt, loss), 1: returned}
     record.update(returned=returned, last=last, blends={f"{alpha:g}": blends[alpha] for alpha in BLENDS})
     if cfg.optimizer == "pace":
@@ -179,9 +180,9 @@ def read_json(path):
         with open(path) as f:
             value = json.load(f)
     except (OSError, ValueError) as e:
-        die(f"{path}: cannot read it ({type(e).__name__}: {first_line(e)})")
+        raise Error(f"{path}: cannot read it ({type(e).__name__}: {first_line(e)})")
     if not isinstance(value, dict):
-        die(f"{path}: not a JSON object")
+        raise Error(f"{path}: not a JSON object")
     return value
 
 
@@ -192,16 +193,17 @@ def add_bytes(out_dir, part):
     path, result_path = (os.path.join(out_dir, name) for name in (f"eval_{part}.json", "result.json"))
     record, config = read_json(path), read_json(result_path).get("config")
     if not isinstance(config, dict) or not {"data_dir", "block_size"} <= config.keys():
-        die(f"{result_path}: its config lacks data_dir or block_size")
+        raise Error(f"{result_path}: its config lacks data_dir or block_size")
     block_size = config["block_size"]
     val_file, tokens, first, n_seq = read_half(config["data_dir"], block_size, part, out_dir)
     scored = (record.get("first_token"), record.get("tokens"))
     if scored != (first, n_seq * block_size):
-        die(f"{path}: scored {scored[1]} tokens from {scored[0]}, but {val_file}'s {part} half has "
-                  f"{n_seq * block_size} from {first}")
+        raise Error(f"{path}: scored {scored[1]} tokens from {scored[0]}, but {val_file}'s {part} half has "
+                    f"{n_seq * block_size} from {first}")
     return {**record, "bytes": target_bytes(tokens, first, n_seq, block_size, val_file)}
 
 
+@script_errors("evaluate.py")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False)
     parser.add_argument("runs", nargs="+", help="run folders (train.py's out_dir), each with its ckpt.pt")

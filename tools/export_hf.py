@@ -20,8 +20,8 @@ import sys
 
 from checkpoint import MODELS, load_model
 from model import CONV1D_WEIGHTS, GPT2_VOCAB_SIZE
-from prepare_fineweb import load_tokenizer
-from settings import die
+from data import load_tokenizer
+from errors import Error, script_errors
 
 
 def hf_gpt2(model, vocab_size):
@@ -91,6 +91,7 @@ def write_tokenizer(enc, hf_dir, max_length):
     AutoTokenizer.from_pretrained(hf_dir, model_max_length=max_length).save_pretrained(hf_dir)
 
 
+@script_errors("export_hf.py")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out_dir", required=True, help="the run's folder, holding ckpt.pt")
@@ -101,14 +102,14 @@ def main(argv=None):
         import safetensors  # noqa: F401  (save_pretrained writes model.safetensors with it)
         import transformers  # noqa: F401
     except ImportError as e:
-        die(f"export_hf.py needs {e.name}: pip install transformers safetensors")
+        raise Error(f"{e.name} is not installed: pip install transformers safetensors")
 
     model, cfg = load_model(args.out_dir, args.model)
     if cfg.vocab_size < GPT2_VOCAB_SIZE:
-        die(f"the run in {args.out_dir} has vocab_size {cfg.vocab_size}, fewer than GPT-2's {GPT2_VOCAB_SIZE} tokens")
+        raise Error(f"the run in {args.out_dir} has vocab_size {cfg.vocab_size}, fewer than GPT-2's {GPT2_VOCAB_SIZE} tokens")
     enc = load_tokenizer()
     if os.path.exists(args.hf_dir) and (not os.path.isdir(args.hf_dir) or os.listdir(args.hf_dir)):
-        die(f"--hf_dir={args.hf_dir} exists and is not an empty folder: choose a new one")
+        raise Error(f"--hf_dir={args.hf_dir} exists and is not an empty folder: choose a new one")
     # write into a folder beside hf_dir, then rename it: hf_dir is never half written
     tmp = os.path.abspath(args.hf_dir) + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)  # what an interrupted export left

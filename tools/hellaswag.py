@@ -26,9 +26,9 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from checkpoint import MODELS, autocast, get_device, load_model, save_atomically
-from prepare_fineweb import first_line, load_tokenizer
+from data import load_tokenizer
+from errors import Error, first_line, script_errors
 from processes import exit_now
-from settings import die
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 
@@ -41,7 +41,7 @@ def download(path):
             with urllib.request.urlopen(URL, timeout=60) as response:
                 data = response.read()
         except OSError as e:
-            die(f"cannot download {URL}: {first_line(e)}; offline, pass --data_file")
+            raise Error(f"cannot download {URL}: {first_line(e)}; offline, pass --data_file")
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         save_atomically(path, lambda f: f.write(data))
 
@@ -52,7 +52,7 @@ def read_items(path):
         with open(path, encoding="utf-8") as f:
             lines = f.readlines()
     except (OSError, UnicodeDecodeError) as e:
-        die(f"cannot read {path}: {first_line(e)}")
+        raise Error(f"cannot read {path}: {first_line(e)}")
     items = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -64,10 +64,10 @@ def read_items(path):
         except (ValueError, KeyError, TypeError):
             valid = False
         if not valid:
-            die(f"{path}, line {number}: not a HellaSwag item (ctx, 4 endings, label 0-3)")
+            raise Error(f"{path}, line {number}: not a HellaSwag item (ctx, 4 endings, label 0-3)")
         items.append(item)
     if not items:
-        die(f"{path} holds no items")
+        raise Error(f"{path} holds no items")
     return items
 
 
@@ -79,8 +79,8 @@ def render(enc, item, block_size):
     for ending in item["endings"]:
         tokens = enc.encode(" " + ending)
         if len(tokens) > block_size:
-            die(f"item {item.get('ind', item['ctx'][:40])!r}: an ending of {len(tokens)} tokens "
-                      f"is longer than the model's block_size {block_size}")
+            raise Error(f"item {item.get('ind', item['ctx'][:40])!r}: an ending of {len(tokens)} tokens "
+                        f"is longer than the model's block_size {block_size}")
         rows.append((context + tokens)[-(block_size + 1):])  # block_size inputs, each with its target
         lengths.append(len(tokens))
     return rows, lengths
@@ -104,6 +104,7 @@ def ending_losses(model, rows, lengths, device, precision=nullcontext()):
     return summed, summed / mask.sum(1)
 
 
+@script_errors("hellaswag.py")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out_dir", default="out", help="the run's folder, holding ckpt.pt (default: %(default)s)")
@@ -131,7 +132,7 @@ def main(argv=None):
     model.to(device)
     enc = load_tokenizer()
     if cfg.vocab_size < enc.n_vocab:
-        die(f"the run in {args.out_dir} has vocab_size {cfg.vocab_size}, fewer than GPT-2's {enc.n_vocab} tokens")
+        raise Error(f"the run in {args.out_dir} has vocab_size {cfg.vocab_size}, fewer than GPT-2's {enc.n_vocab} tokens")
     path = args.data_file
     if path is None:
         path = os.path.join(args.cache_dir, os.path.basename(URL))

@@ -23,8 +23,8 @@ import tempfile
 RELEASES = ["2.4.1", "2.5.1", "2.6.0", "2.7.1", "2.8.0", "2.9.1", "2.10.0", "2.11.0", "2.12.1", "2.13.0",
             "2.14.1", "2.15.0"]
 # what the tests need besides torch, pytest, numpy and tqdm: the training code and its tests
-FILES = ["pace.py", "model.py", "train.py", "settings.py", "checkpoint.py", "processes.py", "prepare_fineweb.py",
-         "pytest.ini", "configs", "tests"]
+FILES = ["pace.py", "model.py", "train.py", "settings.py", "checkpoint.py", "processes.py", "data.py", "errors.py",
+         "provenance.py", "pytest.ini", "configs", "tests"]
 TESTS = ["tests/test_pace.py", "tests/test_compile_and_dtype.py"]
 PROBE = "import pace, torch; print(torch.__version__); print(pace.fused_error('cpu') or 'yes')"
 
