@@ -142,13 +142,3 @@ def test_a_checkpoint_write_that_fails_half_way_keeps_the_previous_one(data_dir,
     assert torch.load(out / "ckpt.pt")["step"] == 8 and not (out / "ckpt.pt.tmp").exists()
     assert_resumes_exactly(data_dir, tmp_path, out, [*torchrun(), "train.py"], uninterrupted)
 
-
-def test_a_signal_to_one_process_stops_every_process_after_the_same_step(data_dir, tmp_path, uninterrupted):
-    stopped = tmp_path / "stopped"
-    args = args_for(data_dir, stopped, *COMMON)
-    procs = start_ranks(tmp_path, (args, {}), (args, {}))
-    signal_after_first_checkpoint(procs[1], stopped, signal.SIGTERM)  # rank 1 alone is told to stop
-    all_exit(procs, EXIT_PREEMPTED, timeout=SECONDS)
-    result = read_result(stopped)
-    assert result["summary"]["status"] == "preempted" and torch.load(stopped / "ckpt.pt")["step"] == result["summary"]["steps"]
-    assert_resumes_exactly(data_dir, tmp_path, stopped, [*torchrun(), "train.py"], uninterrupted)
