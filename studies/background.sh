@@ -11,7 +11,8 @@
 #
 # DATA_DIR holds the prepared data folders (data/pydocs, ...) that the worktree's data/ links to; the
 # worktree is ../study-COMMIT beside this checkout. Commands run from the worktree's root with this
-# checkout's .venv first on the PATH.
+# checkout's .venv first on the PATH and this shell's environment otherwise: offline, export
+# TIKTOKEN_CACHE_DIR before starting it, or the scoring (tools/evaluate.py counts bytes with the tokenizer) fails.
 set -u
 [ $# -eq 3 ] || { echo "usage: bash studies/background.sh COMMIT QUEUE DATA_DIR" >&2; exit 2; }
 main=$(git rev-parse --show-toplevel) || exit 1
