@@ -58,7 +58,8 @@ def device_description(device):
     device = torch.device(device)
     if device.type == "cuda":
         return f"{device}: {torch.cuda.get_device_name(device)}"
-    return f"cpu, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"cpu, {threads} thread{'s' if threads > 1 else ''}"
 
 
 def code_name(record):

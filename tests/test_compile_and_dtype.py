@@ -37,7 +37,7 @@ def test_train_py_compiled_in_two_processes_with_ddp_and_bf16_autocast(data_dir,
     compiled = read_result(tmp_path / "out")
     assert compiled["summary"]["status"] == "completed" and compiled["config"]["dtype"] == "bfloat16"
     [session] = compiled["code"]  # provenance: both processes' devices, and the command a user typed
-    assert session["world_size"] == 2 and session["devices"] == ["cpu, 1 threads"] * 2
+    assert session["world_size"] == 2 and session["devices"] == ["cpu, 1 thread"] * 2
     assert session["command"].split()[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     # the same run in float32, uncompiled, in one process: bf16 products round differently, by little
     reference = read_result(run_in_process(data_dir, tmp_path / "reference", "--max_steps=3", "--eval_interval=3",

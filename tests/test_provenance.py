@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import provenance
-from conftest import run
+from conftest import run, torch_threads
 from tools import evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,7 +41,7 @@ def test_a_run_records_the_code_that_made_it(data_dir, tmp_path):
     assert session["dirty"] == bool(git(repo, "status", "--porcelain", "--untracked-files=no"))
     assert session == {"from_step": 0, "commit": session["commit"], "dirty": session["dirty"],
                        "diff_sha256": session["diff_sha256"], "torch": torch.__version__, "world_size": 1,
-                       "devices": ["cpu, 1 threads"], "command": shlex.join(sys.orig_argv)}
+                       "devices": ["cpu, 1 thread"], "command": shlex.join(sys.orig_argv)}
     assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["code"] == result["code"]
 
 
@@ -56,7 +56,7 @@ def test_the_dirty_flag_and_the_hash_of_the_diff(repository):
     (repository / "notes.txt").write_text("untracked files are not the code\n")
     (repository / "train.py").write_text("print('step')\n")
     assert provenance.git_state() == (commit, False, None)
-    record = provenance.provenance(["cpu, 1 threads"])
+    record = provenance.provenance(["cpu, 1 thread"])
     assert provenance.code_name(record) == commit[:10]
     assert provenance.code_name({**record, "dirty": True, "diff_sha256": "ab" * 32}) == commit[:10] + "+dirty:" + "ab" * 5
 
@@ -104,5 +104,12 @@ def test_a_checkpoint_without_a_record_resumes_with_an_unknown_code(data_dir, tm
 def test_a_score_records_the_code_that_scored_it(tiny_run, gpt2_encoding):
     record = evaluate.score(tiny_run, "tuning", "cpu")
     assert record["code"]["commit"] == git(provenance.REPOSITORY, "rev-parse", "HEAD")
-    assert record["code"]["devices"] == [f"cpu, {torch.get_num_threads()} threads"]
+    assert record["code"]["devices"] == ["cpu, 1 thread"]  # the one_thread fixture's
     assert json.loads(json.dumps(record)) == record
+
+
+def test_a_cpu_is_described_with_its_thread_count():
+    with torch_threads(2):
+        assert provenance.device_description("cpu") == "cpu, 2 threads"
+    with torch_threads(1):
+        assert provenance.device_description("cpu") == "cpu, 1 thread"
